@@ -6,6 +6,8 @@
 #                      resolves to the CPU wheel; a looser spec can pull a multi-GB CUDA build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Arm cross toolchain + qemu for the NEON kernel tests (needs root; warns loudly otherwise)
+[ ! -f scripts/install_arm_toolchain.sh ] || bash scripts/install_arm_toolchain.sh
 venv=${LOWBIT_VENV:-.venv}
 py=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
