@@ -5,16 +5,10 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
+from helpers import HAS_CUDA, devices, requires_cuda  # noqa: F401  (re-exported for tests)
+
+if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-HAS_CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (run on the device machine)")
-
-
-def devices():
-    """Devices every device-portable test runs on."""
-    return ["cpu", "cuda"] if HAS_CUDA else ["cpu"]
 
 
 @pytest.fixture(autouse=True)
