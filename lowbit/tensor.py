@@ -445,11 +445,14 @@ def _(func, args, kwargs):
             f"dst {list(dst.shape)} {dst.dtype} {dst.meta} vs src {list(src.shape)} {src.dtype} {src.meta}"
         )
     nb = kwargs.get("non_blocking", False)
-    dst.qdata.copy_(src.qdata, non_blocking=nb)
-    dst.scales.copy_(src.scales, non_blocking=nb)
-    if dst.zeros is not None:
-        dst.zeros.copy_(src.zeros, non_blocking=nb)
-    return dst  # kernel_data is re-derived lazily: the version counters changed
+    for d, s in ((dst.qdata, src.qdata), (dst.scales, src.scales), (dst.zeros, src.zeros)):
+        if d is not None:
+            d.copy_(s, non_blocking=nb)
+            # in-place ops inside __torch_dispatch__ skip the version bump; do it by hand so
+            # every tensor sharing this storage (the root of a narrow() view too) re-derives
+            # its kernel layout before the next call
+            torch.autograd.graph.increment_version(d)
+    return dst
 
 
 @_implements(aten.is_same_size.default)

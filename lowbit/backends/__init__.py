@@ -19,7 +19,7 @@ import torch
 
 from ..meta import QWeight
 
-__all__ = ["Backend", "register_backend", "registered_backends", "select", "prepare_layout", "use_backend"]
+__all__ = ["Backend", "register_backend", "unregister_backend", "registered_backends", "select", "prepare_layout", "use_backend"]
 
 # modules that define built-in backends; each calls register_backend() at import
 _BUILTIN = ("lowbit.backends.reference",)
@@ -70,6 +70,12 @@ def register_backend(backend: Backend) -> Backend:
     _registry[backend.name] = backend
     _available.pop(backend.name, None)
     return backend
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend by name (tests, or to disable a misbehaving one)."""
+    _registry.pop(name, None)
+    _available.pop(name, None)
 
 
 def _ensure_loaded() -> None:
