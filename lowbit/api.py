@@ -139,7 +139,7 @@ def quantize_(
     if filter_fn is None:
         filter_fn = is_embedding if isinstance(config, EmbeddingConfig) else is_linear
     report = QuantizeReport(config)
-    done: dict[int, tuple[LowBitTensor, str]] = {}
+    done: dict[int, tuple[nn.Parameter, str]] = {}
     for name, module in list(model.named_modules()):
         if not _call_filter(filter_fn, module, name):
             continue
@@ -149,8 +149,8 @@ def quantize_(
         shape = tuple(w.shape)
         before = 0 if isinstance(w, LowBitTensor) else w.numel() * w.element_size()
         if id(w) in done:
-            q, first = done[id(w)]
-            module.weight = nn.Parameter(q, requires_grad=False)
+            p, first = done[id(w)]
+            module.weight = p
             report.layers.append(LayerResult(name, type(module).__name__, shape, True, f"tied to {first}", 0, 0))
             continue
         reason = _skip_reason(module, config)
@@ -162,8 +162,8 @@ def quantize_(
         q = LowBitTensor.from_float(
             w.detach(), config.bits, config.group_size, config.symmetric, config.method, config.act
         )
-        done[id(w)] = (q, name)
         module.weight = nn.Parameter(q, requires_grad=False)
+        done[id(w)] = (module.weight, name)
         report.layers.append(LayerResult(name, type(module).__name__, shape, True, "", before, q.packed_nbytes))
     if strict and report.skipped:
         lines = "; ".join(f"{r.name}: {r.reason}" for r in report.skipped)

@@ -13,6 +13,6 @@ def devices():
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative RMS error ||a - b|| / ||b||, failing on NaN."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     assert not torch.isnan(a).any(), "NaN in result"
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
