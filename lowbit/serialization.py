@@ -32,6 +32,12 @@ def _dtype(name: str) -> torch.dtype:
     return d
 
 
+def _identity(t: torch.Tensor) -> tuple:
+    base = t.qdata if isinstance(t, LowBitTensor) else t
+    return (type(t).__name__, base.untyped_storage().data_ptr(), base.storage_offset(),
+            tuple(t.shape), tuple(base.stride()), t.dtype, str(base.device))
+
+
 def save_file(model_or_state_dict: Union[nn.Module, dict], path: str, metadata: Optional[dict] = None) -> None:
     """Write a (quantized) model's state_dict to ``path`` in safetensors format."""
     from safetensors.torch import save_file as st_save
@@ -40,14 +46,19 @@ def save_file(model_or_state_dict: Union[nn.Module, dict], path: str, metadata: 
     tensors: dict[str, torch.Tensor] = {}
     info: dict[str, dict] = {}
     aliases: dict[str, str] = {}
-    seen: dict[int, str] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
     for name, t in sd.items():
         if _SEP in name:
             raise ValueError(f"state_dict key {name!r} contains {_SEP!r}, which lowbit reserves")
-        if id(t) in seen:
-            aliases[name] = seen[id(t)]
+        key = _identity(t)
+        if key in seen:  # tied: state_dict() detaches, so compare the data, not the objects
+            aliases[name] = seen[key]
             continue
-        seen[id(t)] = name
+        seen[key] = name
+        if key[1] in storages and not isinstance(t, LowBitTensor):
+            t = t.clone()  # a different view of storage already saved: safetensors needs its own copy
+        storages.add(key[1])
         if isinstance(t, LowBitTensor):
             if t.meta.transposed:
                 raise ValueError(f"{name}: cannot save a transposed LowBitTensor")
