@@ -1,6 +1,14 @@
 """Triton GPU kernels, importable as ``lowbit.kernels`` (one kernel family per file).
 
-Nothing here is imported by ``import lowbit``; the Triton backend loads these lazily.
-The kernel families are specified in docs/kernels.md and arrive with issue 4; until then
-CUDA tensors run on the reference backend.
+Nothing here is imported by ``import lowbit`` and this file imports nothing: the Triton
+backend (``lowbit.backends.triton``) loads the modules lazily. Map (docs/gpu_kernels.md):
+
+* ``layout``         device layout derived from the canonical format (pure torch)
+* ``unpack``         shared ``@triton.jit`` unpack / dequant / tile helpers
+* ``gemv``           GEMV (M=1, CUDA cores) and its split-K form (8-bit); int8-act GEMV
+* ``gemv_revsplitk`` reverse split-K GEMV for packed widths (two tiles per program)
+* ``gemm_splitk``    split-K GEMM on tensor cores (M ~ 2-64)
+* ``gemm``           GEMM for large M; int8-activation GEMM (int8 ``tl.dot``)
+* ``dequant``        dequantize-then-cuBLAS path, and the torch reference
+* ``dispatch``       family choice by M / bits / device, overridable config tables
 """

@@ -1,0 +1,175 @@
+"""Pick a kernel family and its launch config for one call: by M, bits, group size, device.
+
+The table is data, not code: :class:`Thresholds` (which family serves which M) and
+per-family configs are looked up per device name, with a default measured on an H100
+(docs/gpu_kernels.md has the numbers). ``set_thresholds`` / ``set_config`` override them;
+issue 5's autotune cache fills them the same way. Nothing is autotuned at call time, so a
+call is safe inside CUDA-graph capture and torch.compile (the op is opaque to it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .layout import DeviceWeight
+from .gemv_revsplitk import revsplitk_block_k
+
+__all__ = ["Thresholds", "thresholds", "set_thresholds", "set_config", "choose", "linear", "FAMILIES"]
+
+FAMILIES = ("gemv", "gemv_splitk", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Which family serves which batch size M (float activations).
+
+    M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
+    M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
+    """
+
+    gemv_max_m: int = 1
+    splitk_max_m: int = 64
+    dequant_min_m: int = 512
+
+
+_DEFAULT = "default"
+_thresholds: dict[str, Thresholds] = {_DEFAULT: Thresholds()}
+# (device name, family, M bucket, N, K, bits, group size) -> launch kwargs; None in a key = any
+_configs: dict[tuple, dict] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _dev(device: torch.device) -> tuple[str, int]:
+    """(name, SM count) of a CUDA device; a CPU device (interpreter tests) maps to defaults."""
+    if device.type != "cuda":
+        return _DEFAULT, 132
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    return _device_name(idx), _sm_count(idx)
+
+
+def thresholds(device: Optional[torch.device] = None) -> Thresholds:
+    name = _dev(device)[0] if device is not None else _DEFAULT
+    return _thresholds.get(name, _thresholds[_DEFAULT])
+
+
+def set_thresholds(device_name: str = _DEFAULT, **kw) -> Thresholds:
+    """Override the M thresholds for a device (by ``torch.cuda.get_device_name``)."""
+    t = dataclasses.replace(_thresholds.get(device_name, _thresholds[_DEFAULT]), **kw)
+    _thresholds[device_name] = t
+    return t
+
+
+def _bucket(m: int) -> int:
+    return 1 << (m - 1).bit_length()  # next power of two
+
+
+def set_config(family: str, config: dict, *, device_name: str = _DEFAULT, m: Optional[int] = None,
+               n: Optional[int] = None, k: Optional[int] = None, bits: Optional[int] = None,
+               group_size: Optional[int] = None) -> None:
+    """Register launch kwargs for a family (optionally only for one M bucket / shape / width)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    _configs[(device_name, family, None if m is None else _bucket(m), n, k, bits, group_size)] = dict(config)
+
+
+def _lookup(name: str, family: str, m: int, w: DeviceWeight) -> dict:
+    b = _bucket(m)
+    for dev in (name, _DEFAULT):
+        for key in ((dev, family, b, w.n, w.k, w.bits, w.group_size), (dev, family, b, None, None, w.bits, None),
+                    (dev, family, b, None, None, None, None), (dev, family, None, None, None, w.bits, None),
+                    (dev, family, None, None, None, None, None)):
+            if key in _configs:
+                return _configs[key]
+    return {}
+
+
+def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
+    """Heuristic defaults (see docs/gpu_kernels.md for the measurements behind them)."""
+    if family == "gemv_revsplitk":
+        return dict(block_n=128, block_k=32, num_warps=4)
+    if family == "gemv_splitk":
+        tiles_n = -(-w.n // 64)
+        return dict(block_n=64, block_k=128, split_k=max(1, min(8, (4 * sms) // max(tiles_n, 1))), num_warps=4)
+    if family == "gemv":
+        return dict(block_n=64, block_k=128, num_warps=4)
+    if family == "gemm_splitk":
+        bm = 16 if m <= 16 else (32 if m <= 32 else 64)
+        bn = 64
+        tiles = -(-m // bm) * -(-w.n // bn)
+        return dict(block_m=bm, block_n=bn, block_k=64, split_k=max(1, min(16, (2 * sms) // max(tiles, 1))),
+                    num_warps=4, num_stages=3)
+    if family == "gemm":
+        return dict(block_m=64 if m <= 128 else 128, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=3)
+    if family == "gemv_int8":
+        return dict(block_n=64, block_k=128, num_warps=4)
+    if family == "gemm_int8":
+        return dict(block_m=16 if m <= 16 else 64, block_n=64, block_k=128, num_warps=4)
+    return {}
+
+
+def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.device] = None) -> str:
+    """The family for M rows of activations against ``w``."""
+    if act == "int8":
+        return "gemv_int8" if m == 1 else "gemm_int8"
+    t = thresholds(device)
+    if m <= t.gemv_max_m:
+        if w.bits < 8 and revsplitk_block_k(32, w.group_size, w.planes.E) is not None:
+            return "gemv_revsplitk"
+        return "gemv_splitk"
+    if m <= t.splitk_max_m:
+        return "gemm_splitk"
+    if m < t.dequant_min_m:
+        return "gemm"
+    return "dequant_cublas"
+
+
+def config(family: str, m: int, w: DeviceWeight, device: torch.device) -> dict:
+    """Launch kwargs: registered overrides first, then the heuristic defaults."""
+    name, sms = _dev(device)
+    cfg = _default_config(family, m, w, sms)
+    cfg.update(_lookup(name, family, m, w))
+    return cfg
+
+
+def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:
+    """Run one family by name. x: [M, K] float (or the activations before int8
+    quantization for the *_int8 families) -> [M, N] x.dtype."""
+    from lowbit.quant import quantize_per_token_int8
+
+    from . import dequant, gemm, gemm_splitk, gemv, gemv_revsplitk
+
+    if family in ("gemv_int8", "gemm_int8"):
+        xq, sx = quantize_per_token_int8(x)
+        fn = gemv.gemv_int8 if family == "gemv_int8" else gemm.gemm_int8
+        return fn(xq, sx, w, bias, x.dtype, **cfg)
+    fns = {
+        "gemv": gemv.gemv,
+        "gemv_splitk": gemv.gemv,
+        "gemv_revsplitk": gemv_revsplitk.gemv_revsplitk,
+        "gemm_splitk": gemm_splitk.gemm_splitk,
+        "gemm": gemm.gemm,
+        "dequant_cublas": dequant.dequant_linear,
+    }
+    if family not in fns:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    return fns[family](x, w, bias, **cfg)
+
+
+def linear(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, act: str = "none") -> torch.Tensor:
+    """y = x @ W.T (+ bias) with the family the table picks. x: [M, K] contiguous -> [M, N] x.dtype."""
+    m = x.shape[0]
+    family = choose(m, w, act, x.device)
+    return run_family(family, x, w, bias, **config(family, m, w, x.device))

@@ -1,0 +1,139 @@
+"""GEMM on tensor cores for large batches, and the int8-activation GEMM for every M > 1.
+
+Float family (``gemm``): one program per ``BM x BN`` output tile, walking all of K (no
+split: at large M there are enough tiles), with grouped tile order (``GROUP_M`` row
+blocks share the weight columns they read, so the packed weight stays in L2) and the same
+dequantize-per-slice + ``tl.dot`` step as split-K (helper ``dot_tile``).
+
+int8 family (``gemm_int8``): activations quantized per token (``lowbit.quant``, exactly
+the reference's rounding), int8 ``tl.dot`` with int32 accumulation. The reference sums
+groups in order in fp32 (``y = y + s_g * acc_g``), so K is never split: the program walks
+the groups in order, keeps an exact int32 accumulator per group (tiles of ``BK`` dividing
+the group size), subtracts ``(z_g - OFF) * sum(xq)`` in int32 and adds ``s_g * acc_g`` in
+fp32 without FMA (the launch disables FP fusion); then ``y *= sx``, ``y += bias``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .gemm_splitk import MIN_DOT_K, dot_block_k
+from .layout import DeviceWeight, tile_k
+from .unpack import dot_tile, dot_tile_int8, load_group_params
+
+
+@triton.jit
+def _tile_ids(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constexpr):
+    """Grouped ordering: consecutive programs cover GROUP_M row blocks per column block."""
+    num_m = tl.cdiv(M, BM)
+    num_n = tl.cdiv(N, BN)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % size_m
+    pid_n = (pid % per_group) // size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _gemm_kernel(
+    x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, GS, stride_xm,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, PER_TILE: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    pid_m, pid_n = _tile_ids(pid, M, N, BM, BN, GROUP_M)
+    BKE: tl.constexpr = BK // E
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        acc = dot_tile(acc, x_ptr, stride_xm, offs_m, m_mask, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n,
+                       n_mask, W0, W1, W2, E, BITS, HAS_Z, PER_TILE, BKE, BN)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    out_off = offs_m[:, None] * N + offs_n[None, :]
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def _gemm_int8_kernel(
+    xq_ptr, sx_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, GS, stride_xm,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    pid_m, pid_n = _tile_ids(pid, M, N, BM, BN, GROUP_M)
+    BKE: tl.constexpr = BK // E
+    OFF: tl.constexpr = (BITS // 8) * 128  # matches dot_tile_int8's code shift
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    y = tl.zeros([BM, BN], dtype=tl.float32)
+    for g0 in range(0, K, GS):
+        acc = tl.zeros([BM, BN], dtype=tl.int32)
+        xsum = tl.zeros([BM], dtype=tl.int32)
+        for k0 in range(g0, g0 + GS, BK):
+            acc, xsum = dot_tile_int8(acc, xsum, xq_ptr, stride_xm, offs_m, m_mask, q_ptr, N, K, k0, offs_j, offs_n,
+                                      n_mask, W0, W1, W2, E, BITS, BKE, BN, USE_DOT)
+        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+        acc = acc - (z.to(tl.int32) - OFF)[None, :] * xsum[:, None]
+        y = y + s[None, :] * acc.to(tl.float32)
+    y = y * tl.load(sx_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    out_off = offs_m[:, None] * N + offs_n[None, :]
+    tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+def gemm(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_m: int = 64,
+         block_n: int = 128, block_k: int = 64, group_m: int = 8, num_warps: int = 4,
+         num_stages: int = 3) -> torch.Tensor:
+    """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests) contiguous -> [M, N] x.dtype."""
+    m, k = x.shape
+    if k != w.k:
+        raise ValueError(f"gemm expects x [M, {w.k}], got {tuple(x.shape)}")
+    p = w.planes
+    bk = dot_block_k(block_k, p.E)
+    out = x.new_empty(m, w.n)
+    grid = (triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n),)
+    _gemm_kernel[grid](
+        x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
+        out, m, w.n, k, w.group_size, x.stride(0), p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
+        bias is not None, w.group_size % bk == 0, block_m, block_n, bk, group_m,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return out
+
+
+def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor],
+              out_dtype: torch.dtype, *, block_m: int = 16, block_n: int = 64, block_k: int = 128,
+              group_m: int = 8, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """int8-activation GEMM. xq: [M, K] int8, sx: [M] fp32 -> [M, N] out_dtype, bit-exact
+    against ``lowbit.quant.int8_linear_reference`` (integer zeros)."""
+    m, k = xq.shape
+    if xq.dtype != torch.int8 or k != w.k:
+        raise ValueError(f"gemm_int8 expects xq int8 [M, {w.k}], got {xq.dtype} {tuple(xq.shape)}")
+    p = w.planes
+    bk = tile_k(block_k, w.group_size, p.E)
+    if bk is None:
+        raise ValueError(f"gemm_int8: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
+    out = torch.empty(m, w.n, dtype=out_dtype, device=xq.device)
+    grid = (triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n),)
+    _gemm_int8_kernel[grid](
+        xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
+        out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
+        bias is not None, bk // p.E >= MIN_DOT_K and block_m >= MIN_DOT_K, block_m, block_n, bk, group_m,
+        num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
+    )
+    return out

@@ -1,0 +1,136 @@
+"""GEMV (M = 1) on CUDA cores, and its split-K form (used for 8-bit weights).
+
+Family: one activation row times a packed weight, no ``tl.dot`` (a single row wastes a
+tensor-core tile). Program ``(pid_n, pid_k)`` owns ``BN`` output columns and the
+``pid_k``-th of ``SPLIT_K`` equal K ranges; it walks its range in tiles of ``BK`` codes
+(a tile never crosses a group: ``group_size % BK == 0``), forms ``d = sum x*q`` and
+``sx = sum x`` per tile with the shared unpack helper and applies the group's
+``s * (d - z * sx)``. With ``SPLIT_K > 1`` partial sums go by ``atomic_add`` into an fp32
+workspace that the launcher zeroes inside the op (safe under CUDA-graph replay).
+
+The int8-activation form (``gemv_int8``) cannot split K: the reference sums groups in
+order in fp32, so one program walks all groups in order, with an exact int32 sum per
+group, then ``y = y + s_g * acc_g`` (launched without FP fusion, so no FMA), ``y *= sx``,
+``y += bias``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .layout import DeviceWeight, tile_k
+from .unpack import gemv_tile, load_group_params
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, N, K, GS, K_SPLIT,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+):
+    pid_n = tl.program_id(0).to(tl.int64)
+    pid_k = tl.program_id(1).to(tl.int64)
+    BKE: tl.constexpr = BK // E
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    acc = tl.zeros([BN], dtype=tl.float32)
+    k_lo = pid_k * K_SPLIT
+    k_hi = tl.minimum(k_lo + K_SPLIT, K)
+    for k0 in range(k_lo, k_hi, BK):
+        d, sx = gemv_tile(x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
+        s, z = load_group_params(s_ptr, z_ptr, k0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+        acc += s * (d - z * sx)
+    if ATOMIC:
+        tl.atomic_add(out_ptr + offs_n, acc, mask=n_mask)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _gemv_int8_kernel(
+    xq_ptr, sx_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, N, K, GS,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+):
+    pid_n = tl.program_id(0).to(tl.int64)
+    BKE: tl.constexpr = BK // E
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    y = tl.zeros([BN], dtype=tl.float32)
+    for g0 in range(0, K, GS):
+        acc = tl.zeros([BN], dtype=tl.int32)
+        sxq = tl.sum(tl.zeros([BKE], dtype=tl.int32), axis=0)
+        for k0 in range(g0, g0 + GS, BK):
+            d, sx = gemv_tile(xq_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, True)
+            acc += d
+            sxq += sx
+        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+        acc = acc - z.to(tl.int32) * sxq
+        y = y + s * acc.to(tl.float32)
+    y = y * tl.load(sx_ptr)
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+def _finish(ws: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """fp32 split-K workspace -> output dtype, bias added in fp32."""
+    if bias is not None:
+        ws += bias.float()
+    return ws.to(dtype)
+
+
+def gemv(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 64,
+         block_k: int = 128, split_k: int = 1, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """y = x @ W.T (+ bias). x: [1, K] fp16/bf16/fp32 contiguous -> [1, N] x.dtype.
+
+    split_k > 1 splits K over the grid (fp32 atomics into a zeroed workspace).
+    """
+    if x.dim() != 2 or x.shape[0] != 1 or x.shape[1] != w.k:
+        raise ValueError(f"gemv expects x [1, {w.k}], got {tuple(x.shape)}")
+    p = w.planes
+    bk = tile_k(block_k, w.group_size, p.E)
+    if bk is None:
+        raise ValueError(f"gemv: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
+    tiles = triton.cdiv(w.k, bk)
+    split_k = max(1, min(split_k, tiles))
+    k_split = triton.cdiv(tiles, split_k) * bk
+    split_k = triton.cdiv(w.k, k_split)
+    atomic = split_k > 1
+    out = torch.zeros(1, w.n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(1, w.n)
+    grid = (triton.cdiv(w.n, block_n), split_k)
+    _gemv_kernel[grid](
+        x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
+        out, w.n, w.k, w.group_size, k_split, p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
+        bias is not None and not atomic, atomic, bk, block_n, num_warps=num_warps, num_stages=num_stages,
+    )
+    return _finish(out, bias, x.dtype) if atomic else out
+
+
+def gemv_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], out_dtype: torch.dtype,
+              *, block_n: int = 64, block_k: int = 128, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """int8-activation GEMV. xq: [1, K] int8, sx: [1] fp32 (per-token scale) -> [1, N] out_dtype.
+
+    Bit-exact against ``lowbit.quant.int8_linear_reference`` (zeros must be integers).
+    """
+    if xq.dtype != torch.int8 or xq.shape != (1, w.k):
+        raise ValueError(f"gemv_int8 expects xq int8 [1, {w.k}], got {xq.dtype} {tuple(xq.shape)}")
+    p = w.planes
+    bk = tile_k(block_k, w.group_size, p.E)
+    if bk is None:
+        raise ValueError(f"gemv_int8: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
+    out = torch.empty(1, w.n, dtype=out_dtype, device=xq.device)
+    grid = (triton.cdiv(w.n, block_n),)
+    _gemv_int8_kernel[grid](
+        xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
+        out, w.n, w.k, w.group_size, p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None, bias is not None,
+        bk, block_n, num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
+    )
+    return out

@@ -1,0 +1,165 @@
+"""Shared ``@triton.jit`` helpers: unpack one slice of a K tile of codes, and load scales.
+
+Every kernel family reads the device layout of ``kernels/layout.py``. A K tile of ``BK``
+codes starting at ``k0`` is read as ``E`` *slices* of ``BKE = BK // E`` rows; slice ``t``
+holds the codes ``k = k0 + E*j + t`` for ``j in [0, BKE)``. With that split, every byte of
+every plane is loaded exactly once per tile (a plane of width ``w`` serves ``8/w``
+consecutive slices from one load) and no shuffle is needed: the activation is read with
+stride ``E`` to match. Kernels call :func:`unpack_slice` in a ``tl.static_range(E)`` loop,
+threading the loaded byte tiles ``b0, b1, b2`` through it.
+
+This module knows nothing about the op, the backend or the tensor subclass.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _plane(q_ptr, N, row0, k0, offs_j, offs_n, mask, b, T: tl.constexpr, W: tl.constexpr, E: tl.constexpr):
+    """Bits of slice ``T`` from the plane of width ``W`` starting at row ``row0``.
+
+    b: the byte tile [BKE, BN] uint8 this plane loaded for an earlier slice (reloaded here
+    when slice T starts a new byte). Returns (codes part [BKE, BN] int32, byte tile).
+    """
+    EPW: tl.constexpr = 8 // W  # codes per byte of this plane
+    if T % EPW == 0:
+        rows = row0 + k0 // EPW + (E // EPW) * offs_j + T // EPW
+        ptrs = q_ptr + rows.to(tl.int64)[:, None] * N + offs_n[None, :]
+        b = tl.load(ptrs, mask=mask, other=0)
+    part = (b.to(tl.int32) >> ((T % EPW) * W)) & ((1 << W) - 1)
+    return part, b
+
+
+@triton.jit
+def unpack_slice(
+    q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2,
+    T: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr,
+):
+    """Codes of slice ``T`` of the tile at ``k0``: [BKE, BN] int32 in [0, 2**bits).
+
+    q_ptr: device-layout codes [K*bits/8, N] uint8; offs_j: [BKE] slice rows; offs_n: [BN]
+    columns; mask: [BKE, BN] valid elements (masked codes read as 0). W0, W1, W2: plane
+    widths widest first (0 = absent); the first plane holds the lowest bits.
+    Returns (codes, b0, b1, b2), the byte tiles to pass to the next slice.
+    """
+    q, b0 = _plane(q_ptr, N, 0, k0, offs_j, offs_n, mask, b0, T, W0, E)
+    if W1 > 0:
+        q1, b1 = _plane(q_ptr, N, (K // 8) * W0, k0, offs_j, offs_n, mask, b1, T, W1, E)
+        q = q | (q1 << W0)
+    if W2 > 0:
+        q2, b2 = _plane(q_ptr, N, (K // 8) * (W0 + W1), k0, offs_j, offs_n, mask, b2, T, W2, E)
+        q = q | (q2 << (W0 + W1))
+    return q, b0, b1, b2
+
+
+@triton.jit
+def load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z: tl.constexpr, BITS: tl.constexpr):
+    """Scale and zero of group ``g`` (scalar or tensor of group indices broadcastable with
+    offs_n) as fp32. s_ptr/z_ptr: [G, N] N-contiguous. Symmetric (HAS_Z False): zero is
+    the constant 2**(BITS-1)."""
+    off = g.to(tl.int64) * N + offs_n
+    s = tl.load(s_ptr + off, mask=n_mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + off, mask=n_mask, other=0.0).to(tl.float32)
+    else:
+        z = tl.full(s.shape, 1 << (BITS - 1), tl.float32)
+    return s, z
+
+
+@triton.jit
+def gemv_tile(
+    x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr,
+    BKE: tl.constexpr, BN: tl.constexpr, INT: tl.constexpr,
+):
+    """One K tile of a single-row product, before scales: ``(sum_k x[k]*q[k, n], sum_k x[k])``.
+
+    x_ptr: the activation row (fp16/bf16/fp32, or int8 when INT). Returns ([BN], scalar),
+    fp32 for float activations, int32 (exact) when INT. Rows past K are masked to 0.
+    """
+    j_mask = k0 + E * offs_j < K
+    mask = j_mask[:, None] & n_mask[None, :]
+    b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
+    b1 = b0
+    b2 = b0
+    if INT:
+        d2 = tl.zeros([BKE, BN], dtype=tl.int32)
+        xs = tl.zeros([BKE], dtype=tl.int32)
+    else:
+        d2 = tl.zeros([BKE, BN], dtype=tl.float32)
+        xs = tl.zeros([BKE], dtype=tl.float32)
+    for t in tl.static_range(E):
+        q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
+        xv = tl.load(x_ptr + k0 + E * offs_j + t, mask=j_mask, other=0)
+        if INT:
+            xt = xv.to(tl.int32)
+            d2 += xt[:, None] * q
+        else:
+            xt = xv.to(tl.float32)
+            d2 += xt[:, None] * q.to(tl.float32)
+        xs += xt
+    return tl.sum(d2, axis=0), tl.sum(xs, axis=0)
+
+
+@triton.jit
+def dot_tile(
+    acc, x_ptr, stride_xm, offs_m, m_mask, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n, n_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, PER_TILE: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr,
+):
+    """acc [BM, BN] fp32 += x[offs_m, tile] @ dequant(W)[tile, offs_n] on tensor cores.
+
+    Each slice is dequantized as ``((q - z) * s)`` in fp32, rounded once to the
+    activation dtype (the reference's rounding), then fed to ``tl.dot`` with fp32
+    accumulation. PER_TILE: the tile lies in one group (one scale row per tile);
+    otherwise each slice row looks up its own group.
+    """
+    j_mask = k0 + E * offs_j < K
+    mask = j_mask[:, None] & n_mask[None, :]
+    a_mask = m_mask[:, None] & j_mask[None, :]
+    if PER_TILE:
+        s, z = load_group_params(s_ptr, z_ptr, k0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+        s = s[None, :]
+        z = z[None, :]
+    b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
+    b1 = b0
+    b2 = b0
+    for t in tl.static_range(E):
+        q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
+        if not PER_TILE:
+            g = (k0 + E * offs_j + t) // GS
+            s, z = load_group_params(s_ptr, z_ptr, g[:, None], N, offs_n[None, :], mask, HAS_Z, BITS)
+        wt = ((q.to(tl.float32) - z) * s).to(x_ptr.dtype.element_ty)
+        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + E * offs_j + t)[None, :], mask=a_mask, other=0.0)
+        acc = tl.dot(a, wt, acc)
+    return acc
+
+
+@triton.jit
+def dot_tile_int8(
+    acc, xsum, xq_ptr, stride_xm, offs_m, m_mask, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    BKE: tl.constexpr, BN: tl.constexpr, USE_DOT: tl.constexpr,
+):
+    """Exact int32 ``acc [BM, BN] += xq[offs_m, tile] @ (q - OFF)[tile, offs_n]`` and
+    ``xsum [BM] += sum_k xq``, where OFF = 128 for 8-bit codes (so they fit int8) else 0.
+
+    USE_DOT: int8 ``tl.dot`` (slices of >= 16 rows); otherwise a CUDA-core
+    multiply-reduce (small slices, e.g. odd widths with group size 32).
+    """
+    OFF: tl.constexpr = (BITS // 8) * 128  # 8-bit codes are shifted into int8 range
+    j_mask = k0 + E * offs_j < K
+    mask = j_mask[:, None] & n_mask[None, :]
+    a_mask = m_mask[:, None] & j_mask[None, :]
+    b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
+    b1 = b0
+    b2 = b0
+    for t in tl.static_range(E):
+        q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
+        a = tl.load(xq_ptr + offs_m[:, None] * stride_xm + (k0 + E * offs_j + t)[None, :], mask=a_mask, other=0)
+        if USE_DOT:
+            acc = tl.dot(a, (q - OFF).to(tl.int8), acc, out_dtype=tl.int32)
+        else:
+            acc += tl.sum(a.to(tl.int32)[:, :, None] * (q - OFF)[None, :, :], axis=1)
+        xsum += tl.sum(a.to(tl.int32), axis=1)
+    return acc, xsum

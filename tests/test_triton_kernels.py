@@ -1,0 +1,245 @@
+"""Every Triton kernel family against the pure-torch reference.
+
+Runs on GPU-less machines under TRITON_INTERPRET=1 (set by conftest), so shapes are small
+and odd (M, N not multiples of any block; K at group multiples). The interpreter's bf16
+``tl.dot`` is wrong, so bf16 is covered by bf16 weights/scales with fp32-upcast
+activations; int8 activations must match the integer semantics bit for bit.
+"""
+import pytest
+import torch
+
+from lowbit import packing, quant
+from lowbit.meta import QuantMeta, QWeight
+
+triton = pytest.importorskip("triton")
+
+from lowbit.kernels import dispatch  # noqa: E402
+from lowbit.kernels.dequant import dequant_linear, dequantize_t, reference_linear  # noqa: E402
+from lowbit.kernels.gemm import gemm, gemm_int8  # noqa: E402
+from lowbit.kernels.gemm_splitk import gemm_splitk  # noqa: E402
+from lowbit.kernels.gemv import gemv, gemv_int8  # noqa: E402
+from lowbit.kernels.gemv_revsplitk import gemv_revsplitk  # noqa: E402
+from lowbit.kernels.layout import device_weight, make_layout, plane_config, tile_k, views  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+# float32 activations on CPU (interpreter); fp16 on a GPU
+ACT = torch.float16 if DEV == "cuda" else torch.float32
+TOL = 2e-3 if DEV == "cuda" else 1e-5
+
+
+def rel_err(out, ref):
+    """Relative RMS error; NaN never passes."""
+    out, ref = out.float(), ref.float()
+    assert not torch.isnan(out).any(), "NaN in output"
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def assert_close(out, ref, tol=TOL):
+    err = rel_err(out, ref)
+    if err > tol:
+        bad = ((out.float() - ref.float()).abs() > tol * ref.float().abs().max()).nonzero()[:5].tolist()
+        raise AssertionError(f"rel err {err:.2e} > {tol:.0e}; first mismatches at {bad}")
+
+
+def make(n, k, bits, gs, sym=False, wdtype=torch.float32, integer_zeros=True):
+    """Quantize a random [n, k] weight; returns (codes, scales, zeros, DeviceWeight)."""
+    w = torch.randn(n, k, dtype=wdtype)
+    codes, s, z = quant.quantize_weight(w, bits, gs, symmetric=sym, method="minmax" if integer_zeros else "hqq")
+    codes, s = codes.to(DEV), s.to(DEV)
+    z = None if z is None else z.to(DEV)
+    layout = make_layout(packing.pack(codes, bits), s, z, bits)
+    dw = device_weight(layout, n, k, bits, gs or k, s.dtype, z is not None)
+    return codes, s, z, dw
+
+
+def poisoned(fn):
+    """Runs fn; outputs come from fresh allocations, so just check every element is finite."""
+    out = fn()
+    assert torch.isfinite(out.float()).all()
+    return out
+
+
+# ---------------------------------------------------------------- layout
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_layout_round_trip(bits):
+    n, k, gs = 5, 64, 32
+    codes = torch.randint(0, 1 << bits, (n, k), dtype=torch.uint8)
+    s = torch.rand(n, k // gs, dtype=torch.float16)
+    z = torch.rand(n, k // gs, dtype=torch.float16)
+    lay = make_layout(packing.pack(codes, bits), s, z, bits)
+    v = views(lay, n, k, bits, k // gs, s.dtype, True)
+    assert torch.equal(v.scales, s.t()) and torch.equal(v.zeros, z.t())
+    # plane p row r holds codes r*(8/w)+b at bit b*w
+    rebuilt = torch.zeros(k, n, dtype=torch.int32)
+    row, low = 0, 0
+    for w in packing.plane_widths(bits):
+        epw = 8 // w
+        plane = v.codes[row : row + k * w // 8].to(torch.int32)
+        for b in range(epw):
+            rebuilt[b::epw] |= ((plane >> (b * w)) & ((1 << w) - 1)) << low
+        row, low = row + k * w // 8, low + w
+    assert torch.equal(rebuilt.t().to(torch.uint8), codes)
+
+
+def test_layout_rejects_wrong_buffer():
+    with pytest.raises(ValueError, match="flat uint8"):
+        views(torch.zeros(10, dtype=torch.uint8), 5, 64, 4, 2, torch.float16, True)
+
+
+def test_tile_k():
+    assert tile_k(128, 128, 2) == 128
+    assert tile_k(128, 32, 8) == 32
+    assert tile_k(64, 24, 8) == 8
+    assert tile_k(64, 12, 8) is None
+
+
+# ---------------------------------------------------------------- float families
+FLOAT_FAMILIES = {
+    "gemv": lambda x, dw, b: gemv(x[:1], dw, b, block_n=16, block_k=64),
+    "gemv_splitk": lambda x, dw, b: gemv(x[:1], dw, b, block_n=16, block_k=32, split_k=3),
+    "gemv_revsplitk": lambda x, dw, b: gemv_revsplitk(x[:1], dw, b, block_n=16, block_k=16),
+    "gemm_splitk": lambda x, dw, b: gemm_splitk(x, dw, b, block_m=16, block_n=16, block_k=32, split_k=2),
+    "gemm": lambda x, dw, b: gemm(x, dw, b, block_m=16, block_n=32, block_k=32),
+    "dequant_cublas": lambda x, dw, b: dequant_linear(x, dw, b, block_k=32, block_n=32),
+}
+
+
+@pytest.mark.parametrize("family", list(FLOAT_FAMILIES))
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_float_families_every_width(family, bits):
+    n, k, gs, m = 37, 128, 64, 5
+    sym = bits in (2, 5, 8)  # symmetric on some widths (1-bit symmetric has no range)
+    codes, s, z, dw = make(n, k, bits, gs, sym)
+    x = torch.randn(m, k, device=DEV, dtype=ACT)
+    bias = torch.randn(n, device=DEV, dtype=ACT) if bits % 2 else None
+    out = poisoned(lambda: FLOAT_FAMILIES[family](x, dw, bias))
+    rows = out.shape[0]
+    ref = reference_linear(x[:rows], codes, s, z, bits, bias)
+    assert out.shape == (rows, n) and out.dtype == x.dtype
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("gs", [32, 256, None])
+@pytest.mark.parametrize("family", ["gemv_revsplitk", "gemm_splitk", "gemm"])
+@pytest.mark.parametrize("bits", [3, 4])
+def test_group_sizes(family, bits, gs):
+    n, k, m = 19, 256, 3
+    codes, s, z, dw = make(n, k, bits, gs, integer_zeros=False)  # HQQ: float zeros
+    x = torch.randn(m, k, device=DEV, dtype=ACT)
+    if family == "gemv_revsplitk":
+        out = gemv_revsplitk(x[:1], dw, None, block_n=16, block_k=64)
+        x = x[:1]
+    else:
+        out = FLOAT_FAMILIES[family](x, dw, None)
+    assert_close(out, reference_linear(x, codes, s, z, bits))
+
+
+def test_k_tail_and_one_row():
+    """K not a multiple of the tile (masked tail), M = 1 through the GEMM families."""
+    n, k, gs, bits = 9, 96, 32, 4
+    codes, s, z, dw = make(n, k, bits, gs)
+    x = torch.randn(1, k, device=DEV, dtype=ACT)
+    ref = reference_linear(x, codes, s, z, bits)
+    assert_close(gemm_splitk(x, dw, block_m=16, block_n=16, block_k=64, split_k=2), ref)
+    assert_close(gemm(x, dw, block_m=16, block_n=16, block_k=64), ref)
+    assert_close(gemv(x, dw, block_n=16, block_k=64, split_k=2), ref)
+
+
+@pytest.mark.parametrize("family", ["gemv_revsplitk", "gemm_splitk", "gemm"])
+def test_bf16_weights_via_fp32_upcast(family):
+    """bf16 model: bf16 scales/zeros in the layout; activations upcast to fp32 on CPU
+    (the interpreter's bf16 dot is wrong), native bf16 on a GPU."""
+    n, k, gs, bits, m = 21, 128, 32, 4, 3
+    codes, s, z, dw = make(n, k, bits, gs, wdtype=torch.bfloat16)
+    assert dw.scales.dtype == torch.bfloat16
+    act = torch.bfloat16 if DEV == "cuda" else torch.float32
+    x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16).to(act)
+    out = FLOAT_FAMILIES[family](x, dw, None)
+    x = x[: out.shape[0]]
+    ref = reference_linear(x.float(), codes, s.float(), None if z is None else z.float(), bits)
+    assert_close(out, ref, tol=TOL if DEV == "cpu" else 5e-3)
+
+
+def test_dequantize_matches_reference():
+    n, k, gs, bits = 13, 64, 32, 5
+    codes, s, z, dw = make(n, k, bits, gs)
+    wt = dequantize_t(dw, torch.float32, block_k=16, block_n=16)
+    assert torch.equal(wt.t(), quant.dequantize(codes, s, z, bits, torch.float32))
+
+
+# ---------------------------------------------------------------- int8 activations (exact)
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("kind", ["gemv", "gemm_dot", "gemm_cuda_core"])
+def test_int8_exact_every_width(bits, kind):
+    n, k, gs, m = 23, 128, 64, (1 if kind == "gemv" else 5)
+    sym = bits in (2, 5, 8)
+    codes, s, z, dw = make(n, k, bits, gs, sym)
+    x = torch.randn(m, k, device=DEV, dtype=ACT) * 3
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    xq, sx = quant.quantize_per_token_int8(x)
+    if kind == "gemv":
+        out = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32)
+    elif kind == "gemm_dot":
+        out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=16 * plane_config(bits).E)
+    else:
+        out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=4, block_n=16, block_k=32)
+    ref = reference_linear(x, codes, s, z, bits, bias, act="int8")
+    assert torch.equal(out, ref), f"max abs diff {(out.float() - ref.float()).abs().max()}"
+
+
+def test_int8_per_channel_exact():
+    n, k, bits, m = 11, 256, 4, 3
+    codes, s, z, dw = make(n, k, bits, None)
+    x = torch.randn(m, k, device=DEV, dtype=ACT)
+    xq, sx = quant.quantize_per_token_int8(x)
+    ref = reference_linear(x, codes, s, z, bits, act="int8")
+    assert torch.equal(gemm_int8(xq, sx, dw, None, x.dtype, block_m=16, block_n=16, block_k=64), ref)
+    assert torch.equal(gemv_int8(xq[:1], sx[:1], dw, None, x.dtype, block_n=16, block_k=64), ref[:1])
+
+
+# ---------------------------------------------------------------- dispatch and backend
+def test_dispatch_table():
+    _, _, _, dw4 = make(16, 256, 4, 128)
+    _, _, _, dw8 = make(16, 256, 8, 128)
+    assert dispatch.choose(1, dw4) == "gemv_revsplitk"
+    assert dispatch.choose(1, dw8) == "gemv_splitk"
+    assert dispatch.choose(16, dw4) == "gemm_splitk"
+    assert dispatch.choose(256, dw4) == "gemm"
+    assert dispatch.choose(4096, dw4) == "dequant_cublas"
+    assert dispatch.choose(3, dw4, act="int8") == "gemm_int8"
+    old = dispatch.thresholds()
+    try:
+        dispatch.set_thresholds(splitk_max_m=8)
+        assert dispatch.choose(16, dw4) == "gemm"
+    finally:
+        dispatch.set_thresholds(**{f: getattr(old, f) for f in old.__dataclass_fields__})
+    with pytest.raises(ValueError, match="unknown family"):
+        dispatch.set_config("nope", {})
+
+
+@pytest.mark.parametrize("m", [1, 7, 70])
+@pytest.mark.parametrize("act", ["none", "int8"])
+def test_backend_linear(m, act):
+    """The backend end to end (dispatch by M, cached layout and layout=None)."""
+    from lowbit.backends import registered_backends
+    from lowbit.backends.triton import TritonBackend
+
+    assert "triton" in [b.name for b in registered_backends()]
+    n, k, gs, bits = 29, 128, 32, 4
+    codes, s, z, _ = make(n, k, bits, gs)
+    meta = QuantMeta(bits=bits, group_size=gs, symmetric=False, act=act)
+    qd = packing.pack(codes, bits)
+    w = QWeight(qd, s, z, meta, n, k)
+    be = TritonBackend()
+    assert be.supports("linear", w, None) and be.supports("linear", w, torch.float16)
+    assert not be.supports("embedding", w, None) and not be.supports("linear", w, torch.float64)
+    wl = w._replace(layout=be.prepare(w), layout_name="triton")
+    x = torch.randn(m, k, device=DEV, dtype=ACT)
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    ref = reference_linear(x, codes, s, z, bits, bias, act=act)
+    for ww in (wl, w):
+        out = be.linear(x, ww, bias)
+        if act == "int8":
+            assert torch.equal(out, ref)
+        else:
+            assert_close(out, ref)
