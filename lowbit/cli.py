@@ -114,7 +114,11 @@ def cmd_info(args) -> int:
         ok = b.available()
         why = "" if ok else f" ({b.unavailable_reason() or 'unavailable'})"
         print(f"  {b.name:<12} priority {b.priority:>5}  devices {','.join(b.device_types):<22} {'available' if ok else 'NOT available'}{why}")
-        for line in getattr(b, "describe", lambda: [])():
+        try:
+            lines = list(getattr(b, "describe", lambda: [])()) if ok else []
+        except Exception as e:  # a backend's self-description must not take `info` down
+            lines = [f"describe() failed: {type(e).__name__}: {e}"]
+        for line in lines:
             print(f"      {line}")
     print(f"Cache dir: {sysinfo.cache_dir()}  (LOWBIT_CACHE_DIR overrides)")
     return 0

@@ -7,7 +7,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 import lowbit
 from lowbit.models import build_model
 
-from helpers import rel_err
+from helpers import devices, rel_err, requires_cuda
 
 CONFIGS = [
     lowbit.WeightOnlyConfig(bits=4, group_size=32),
@@ -27,11 +27,13 @@ def _reset():
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
-def test_fullgraph_matches_eager(config):
+def test_fullgraph_matches_eager(config, device):
     m = mlp()
     lowbit.quantize_(m, config)
-    x = torch.randn(4, 128)
+    m = m.to(device)
+    x = torch.randn(4, 128, device=device)
     with torch.no_grad():
         eager = m(x)
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
@@ -72,3 +74,14 @@ def test_demo_model_inductor_fullgraph():
         eager = model(tok)
         compiled = torch.compile(model, fullgraph=True)(tok)
     assert rel_err(compiled, eager) < 1e-5
+
+
+@requires_cuda
+def test_demo_model_inductor_cuda():
+    model = build_model("tiny", seed=0, dtype=torch.bfloat16, device="cuda")
+    lowbit.quantize_(model, lowbit.WeightOnlyConfig(bits=4, group_size=64))
+    tok = torch.randint(0, model.config.vocab, (3, 9), device="cuda")
+    with torch.no_grad():
+        eager = model(tok)
+        compiled = torch.compile(model, fullgraph=True)(tok)
+    assert rel_err(compiled, eager) < 1e-2
