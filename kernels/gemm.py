@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemm_splitk import MIN_DOT_K, dot_block_k
+from .gemm_splitk import MIN_DOT_K, MIN_DOT_K_INT8, dot_block_k
 from .layout import DeviceWeight, tile_k
 from .unpack import dot_tile, dot_tile_int8, load_group_params
 
@@ -133,7 +133,7 @@ def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optiona
     _gemm_int8_kernel[grid](
         xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
-        bias is not None, bk // p.E >= MIN_DOT_K and block_m >= MIN_DOT_K, block_m, block_n, bk, group_m,
+        bias is not None, bk // p.E >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K, block_m, block_n, bk, group_m,
         num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
     )
     return out

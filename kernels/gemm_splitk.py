@@ -25,6 +25,8 @@ from .unpack import dot_tile
 
 # tl.dot needs at least 16 along its reduction dim
 MIN_DOT_K = 16
+# int8 tl.dot needs at least 32 along its reduction dim on sm_90 (16 fails to compile there)
+MIN_DOT_K_INT8 = 32
 
 
 @triton.jit

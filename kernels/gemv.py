@@ -40,10 +40,16 @@ def _gemv_kernel(
     acc = tl.zeros([BN], dtype=tl.float32)
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
-    for k0 in range(k_lo, k_hi, BK):
-        d, sx = gemv_tile(x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
-        s, z = load_group_params(s_ptr, z_ptr, k0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
-        acc += s * (d - z * sx)
+    # K_SPLIT is a multiple of GS or of BK inside one group: walk whole groups (or the
+    # split's part of one), reducing the 2-D partial sums over K once per group
+    GROUP_STEP = tl.minimum(GS, K_SPLIT)
+    for g0 in range(k_lo, k_hi, GROUP_STEP):
+        d2 = tl.zeros([BKE, BN], dtype=tl.float32)
+        xs = tl.zeros([BKE], dtype=tl.float32)
+        for k0 in range(g0, g0 + GROUP_STEP, BK):
+            d2, xs = gemv_tile(d2, xs, x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
+        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+        acc += s * (tl.sum(d2, axis=0) - z * tl.sum(xs, axis=0))
     if ATOMIC:
         tl.atomic_add(out_ptr + offs_n, acc, mask=n_mask)
     else:
@@ -65,14 +71,12 @@ def _gemv_int8_kernel(
     offs_j = tl.arange(0, BKE)
     y = tl.zeros([BN], dtype=tl.float32)
     for g0 in range(0, K, GS):
-        acc = tl.zeros([BN], dtype=tl.int32)
-        sxq = tl.sum(tl.zeros([BKE], dtype=tl.int32), axis=0)
+        d2 = tl.zeros([BKE, BN], dtype=tl.int32)
+        xs = tl.zeros([BKE], dtype=tl.int32)
         for k0 in range(g0, g0 + GS, BK):
-            d, sx = gemv_tile(xq_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, True)
-            acc += d
-            sxq += sx
+            d2, xs = gemv_tile(d2, xs, xq_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, True)
         s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
-        acc = acc - z.to(tl.int32) * sxq
+        acc = tl.sum(d2, axis=0) - z.to(tl.int32) * tl.sum(xs, axis=0)
         y = y + s * acc.to(tl.float32)
     y = y * tl.load(sx_ptr)
     if HAS_BIAS:
@@ -99,9 +103,15 @@ def gemv(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, 
     bk = tile_k(block_k, w.group_size, p.E)
     if bk is None:
         raise ValueError(f"gemv: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
-    tiles = triton.cdiv(w.k, bk)
-    split_k = max(1, min(split_k, tiles))
-    k_split = triton.cdiv(tiles, split_k) * bk
+    groups = w.k // w.group_size
+    if split_k <= groups:  # whole groups per split
+        k_split = triton.cdiv(groups, split_k) * w.group_size
+    else:  # fewer groups than splits (per-channel): split inside the group, BK | k_split | GS
+        per = w.group_size // bk
+        parts = 1 << (max(1, min(split_k // groups, per)).bit_length() - 1)
+        while per % parts:
+            parts //= 2
+        k_split = w.group_size // parts
     split_k = triton.cdiv(w.k, k_split)
     atomic = split_k > 1
     out = torch.zeros(1, w.n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(1, w.n)

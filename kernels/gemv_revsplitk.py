@@ -36,10 +36,12 @@ def _gemv_revsplitk_kernel(
     n_mask = offs_n < N
     offs_j = tl.arange(0, BKE)
     k0 = pid_k * (2 * BK)
-    d_a, sx_a = gemv_tile(x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
-    d_b, sx_b = gemv_tile(x_ptr, q_ptr, N, K, k0 + BK, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
+    d2 = tl.zeros([BKE, BN], dtype=tl.float32)
+    xs = tl.zeros([BKE], dtype=tl.float32)
+    d2, xs = gemv_tile(d2, xs, x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
+    d2, xs = gemv_tile(d2, xs, x_ptr, q_ptr, N, K, k0 + BK, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, False)
     s, z = load_group_params(s_ptr, z_ptr, k0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
-    acc = s * ((d_a + d_b) - z * (sx_a + sx_b))
+    acc = s * (tl.sum(d2, axis=0) - z * tl.sum(xs, axis=0))
     tl.atomic_add(out_ptr + offs_n, acc, mask=n_mask)
 
 

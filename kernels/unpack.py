@@ -53,6 +53,16 @@ def unpack_slice(
 
 
 @triton.jit
+def codes_to_f32(q):
+    """Exact fp32 value of int32 codes in [0, 2**23) without an int->float conversion
+    instruction (a quarter-rate op on Hopper that bounded the GEMV): OR the code into the
+    mantissa of 2**23, reinterpret as fp32, subtract 2**23 (exact)."""
+    MAGIC: tl.constexpr = 0x4B000000  # bit pattern of 2.0**23
+    TWO_POW_23: tl.constexpr = 8388608.0
+    return (q | MAGIC).to(tl.float32, bitcast=True) - TWO_POW_23
+
+
+@triton.jit
 def load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z: tl.constexpr, BITS: tl.constexpr):
     """Scale and zero of group ``g`` (scalar or tensor of group indices broadcastable with
     offs_n) as fp32. s_ptr/z_ptr: [G, N] N-contiguous. Symmetric (HAS_Z False): zero is
@@ -68,26 +78,22 @@ def load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z: tl.constexpr, B
 
 @triton.jit
 def gemv_tile(
-    x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
+    d2, xs, x_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr,
     BKE: tl.constexpr, BN: tl.constexpr, INT: tl.constexpr,
 ):
-    """One K tile of a single-row product, before scales: ``(sum_k x[k]*q[k, n], sum_k x[k])``.
+    """One K tile of a single-row product, before scales, accumulated in 2-D so the
+    caller reduces over K once per group: ``d2 [BKE, BN] += x[k] * q[k, n]`` and
+    ``xs [BKE] += x[k]`` over the tile's slices.
 
-    x_ptr: the activation row (fp16/bf16/fp32, or int8 when INT). Returns ([BN], scalar),
-    fp32 for float activations, int32 (exact) when INT. Rows past K are masked to 0.
+    x_ptr: the activation row (fp16/bf16/fp32, or int8 when INT). d2/xs are fp32 for
+    float activations, int32 (exact) when INT. Rows past K are masked to 0.
     """
     j_mask = k0 + E * offs_j < K
     mask = j_mask[:, None] & n_mask[None, :]
     b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
     b1 = b0
     b2 = b0
-    if INT:
-        d2 = tl.zeros([BKE, BN], dtype=tl.int32)
-        xs = tl.zeros([BKE], dtype=tl.int32)
-    else:
-        d2 = tl.zeros([BKE, BN], dtype=tl.float32)
-        xs = tl.zeros([BKE], dtype=tl.float32)
     for t in tl.static_range(E):
         q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
         xv = tl.load(x_ptr + k0 + E * offs_j + t, mask=j_mask, other=0)
@@ -96,9 +102,9 @@ def gemv_tile(
             d2 += xt[:, None] * q
         else:
             xt = xv.to(tl.float32)
-            d2 += xt[:, None] * q.to(tl.float32)
+            d2 += xt[:, None] * codes_to_f32(q)
         xs += xt
-    return tl.sum(d2, axis=0), tl.sum(xs, axis=0)
+    return d2, xs
 
 
 @triton.jit
@@ -129,7 +135,7 @@ def dot_tile(
         if not PER_TILE:
             g = (k0 + E * offs_j + t) // GS
             s, z = load_group_params(s_ptr, z_ptr, g[:, None], N, offs_n[None, :], mask, HAS_Z, BITS)
-        wt = ((q.to(tl.float32) - z) * s).to(x_ptr.dtype.element_ty)
+        wt = ((codes_to_f32(q) - z) * s).to(x_ptr.dtype.element_ty)
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + E * offs_j + t)[None, :], mask=a_mask, other=0.0)
         acc = tl.dot(a, wt, acc)
     return acc

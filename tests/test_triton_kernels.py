@@ -180,7 +180,7 @@ def test_int8_exact_every_width(bits, kind):
     if kind == "gemv":
         out = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32)
     elif kind == "gemm_dot":
-        out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=16 * plane_config(bits).E)
+        out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32 * plane_config(bits).E)
     else:
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=4, block_n=16, block_k=32)
     ref = reference_linear(x, codes, s, z, bits, bias, act="int8")

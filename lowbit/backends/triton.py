@@ -9,6 +9,9 @@ slower). Family choice by M / bits / device lives in ``lowbit.kernels.dispatch``
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -18,6 +21,29 @@ from . import Backend, register_backend
 
 _FLOAT_ACTS = (torch.float16, torch.bfloat16)
 _SCALE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def ensure_kernels() -> None:
+    """Make ``lowbit.kernels`` importable. An install maps it to the top-level ``kernels/``
+    folder (pyproject's package-dir); a source checkout on ``PYTHONPATH`` has no such
+    mapping, so the folder next to the package is loaded under that name instead."""
+    try:
+        import lowbit.kernels  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    root = Path(__file__).resolve().parents[2] / "kernels"
+    if not (root / "__init__.py").is_file():
+        raise ImportError(f"lowbit.kernels is not installed and {root} does not exist")
+    spec = importlib.util.spec_from_file_location("lowbit.kernels", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["lowbit.kernels"] = mod
+    spec.loader.exec_module(mod)
+    import lowbit
+
+    lowbit.kernels = mod
 
 
 class TritonBackend(Backend):
@@ -32,6 +58,7 @@ class TritonBackend(Backend):
         try:
             import triton  # noqa: F401
 
+            ensure_kernels()
             from lowbit.kernels import dispatch  # noqa: F401
         except Exception as e:  # ImportError, or a broken triton install
             self._reason = f"triton kernels unavailable: {type(e).__name__}: {e}"
