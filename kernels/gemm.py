@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .gemm_splitk import MIN_DOT_K, MIN_DOT_K_INT8, dot_block_k
 from .layout import DeviceWeight, tile_k
-from .unpack import dot_tile, dot_tile_int8, load_group_params
+from .unpack import dot_tile, dot_tile_int8, load_a_tile, load_group_params
 
 
 @triton.jit
@@ -54,9 +54,18 @@ def _gemm_kernel(
     n_mask = offs_n < N
     offs_j = tl.arange(0, BKE)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
+    # the activation tile and the group's scale/zero are loaded one iteration ahead
+    a = load_a_tile(x_ptr, stride_xm, offs_m, m_mask, K, 0, K, BK)
+    s, z = load_group_params(s_ptr, z_ptr, K * 0, N, offs_n, n_mask & PER_TILE, HAS_Z, BITS)
     for k0 in range(0, K, BK):
-        acc = dot_tile(acc, x_ptr, stride_xm, offs_m, m_mask, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n,
-                       n_mask, W0, W1, W2, E, BITS, HAS_Z, PER_TILE, BKE, BN)
+        a_next = load_a_tile(x_ptr, stride_xm, offs_m, m_mask, K, k0 + BK, K, BK)
+        s_next, z_next = load_group_params(s_ptr, z_ptr, (k0 + BK) // GS, N, offs_n,
+                                           n_mask & PER_TILE & (k0 + BK < K), HAS_Z, BITS)
+        acc = dot_tile(acc, a, s[None, :], z[None, :], q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n, n_mask,
+                       W0, W1, W2, E, BITS, HAS_Z, PER_TILE, BM, BKE, BN)
+        a = a_next
+        s = s_next
+        z = z_next
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     out_off = offs_m[:, None] * N + offs_n[None, :]

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .layout import DeviceWeight
-from .unpack import dot_tile
+from .unpack import dot_tile, load_a_tile, load_group_params
 
 # tl.dot needs at least 16 along its reduction dim
 MIN_DOT_K = 16
@@ -50,9 +50,19 @@ def _gemm_splitk_kernel(
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
+    # the activation tile and the group's scale/zero are loaded one iteration ahead
+    # (they are not software-pipelined by the compiler like the codes are)
+    a = load_a_tile(x_ptr, stride_xm, offs_m, m_mask, K, k_lo, k_hi, BK)
+    s, z = load_group_params(s_ptr, z_ptr, k_lo // GS, N, offs_n, n_mask & PER_TILE, HAS_Z, BITS)
     for k0 in range(k_lo, k_hi, BK):
-        acc = dot_tile(acc, x_ptr, stride_xm, offs_m, m_mask, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n,
-                       n_mask, W0, W1, W2, E, BITS, HAS_Z, PER_TILE, BKE, BN)
+        a_next = load_a_tile(x_ptr, stride_xm, offs_m, m_mask, K, k0 + BK, k_hi, BK)
+        s_next, z_next = load_group_params(s_ptr, z_ptr, (k0 + BK) // GS, N, offs_n,
+                                           n_mask & PER_TILE & (k0 + BK < k_hi), HAS_Z, BITS)
+        acc = dot_tile(acc, a, s[None, :], z[None, :], q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n, n_mask,
+                       W0, W1, W2, E, BITS, HAS_Z, PER_TILE, BM, BKE, BN)
+        a = a_next
+        s = s_next
+        z = z_next
     out_off = offs_m[:, None] * N + offs_n[None, :]
     o_mask = m_mask[:, None] & n_mask[None, :]
     if ATOMIC:

@@ -108,25 +108,93 @@ def gemv_tile(
 
 
 @triton.jit
-def dot_tile(
-    acc, x_ptr, stride_xm, offs_m, m_mask, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n, n_mask,
-    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
-    HAS_Z: tl.constexpr, PER_TILE: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr,
-):
-    """acc [BM, BN] fp32 += x[offs_m, tile] @ dequant(W)[tile, offs_n] on tensor cores.
+def load_a_tile(x_ptr, stride_xm, offs_m, m_mask, K, k0, k_end, BK: tl.constexpr):
+    """Activation tile ``x[offs_m, k0:k0+BK]`` [BM, BK], contiguous along K (16-byte
+    loads); zeros past K, or everywhere when ``k0 >= k_end`` (a prefetch past the range)."""
+    offs_k = k0 + tl.arange(0, BK)
+    mask = m_mask[:, None] & ((offs_k < K) & (k0 < k_end))[None, :]
+    return tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask, other=0)
 
-    Each slice is dequantized as ``((q - z) * s)`` in fp32, rounded once to the
-    activation dtype (the reference's rounding), then fed to ``tl.dot`` with fp32
-    accumulation. PER_TILE: the tile lies in one group (one scale row per tile);
-    otherwise each slice row looks up its own group.
+
+@triton.jit
+def _slice_of(a0, a1, a2, a3, a4, a5, a6, a7, T: tl.constexpr):
+    if T == 0:
+        r = a0
+    elif T == 1:
+        r = a1
+    elif T == 2:
+        r = a2
+    elif T == 3:
+        r = a3
+    elif T == 4:
+        r = a4
+    elif T == 5:
+        r = a5
+    elif T == 6:
+        r = a6
+    else:
+        r = a7
+    return r
+
+
+@triton.jit
+def split_slices(a, E: tl.constexpr, BM: tl.constexpr, BKE: tl.constexpr):
+    """Split an activation tile [BM, BK] (natural K order) into its E slices [BM, BKE]:
+    slice t holds columns ``E*j + t``. Returns 8 tensors (unused ones repeat slice 0);
+    pick one with ``_slice_of``. Pure register shuffles (tl.reshape + tl.split)."""
+    if E == 1:
+        a0 = a
+        a1 = a
+        a2 = a
+        a3 = a
+        a4 = a
+        a5 = a
+        a6 = a
+        a7 = a
+    elif E == 2:
+        a0, a1 = tl.split(tl.reshape(a, [BM, BKE, 2]))
+        a2 = a0
+        a3 = a0
+        a4 = a0
+        a5 = a0
+        a6 = a0
+        a7 = a0
+    elif E == 4:
+        lo, hi = tl.split(tl.reshape(a, [BM, BKE, 2, 2]))  # by bit 0 of t
+        a0, a2 = tl.split(lo)
+        a1, a3 = tl.split(hi)
+        a4 = a0
+        a5 = a0
+        a6 = a0
+        a7 = a0
+    else:
+        ev, od = tl.split(tl.reshape(a, [BM, BKE, 2, 2, 2]))  # by bit 0 of t
+        e0, e1 = tl.split(ev)  # by bit 1
+        o0, o1 = tl.split(od)
+        a0, a4 = tl.split(e0)  # by bit 2
+        a2, a6 = tl.split(e1)
+        a1, a5 = tl.split(o0)
+        a3, a7 = tl.split(o1)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@triton.jit
+def dot_tile(
+    acc, a, s, z, q_ptr, s_ptr, z_ptr, N, K, GS, k0, offs_j, offs_n, n_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, PER_TILE: tl.constexpr, BM: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr,
+):
+    """acc [BM, BN] fp32 += a [BM, BK] @ dequant(W)[k0:k0+BK, offs_n] on tensor cores.
+
+    a: the activation tile from ``load_a_tile`` (loaded an iteration ahead by the caller);
+    s, z: [1, BN] fp32 group scale/zero when PER_TILE (the tile lies in one group), else
+    ignored and each slice row looks up its own group. Each slice is dequantized as
+    ``(q - z) * s`` in fp32, rounded once to the activation dtype (the reference's
+    rounding), and multiplied with ``tl.dot`` into the fp32 accumulator.
     """
     j_mask = k0 + E * offs_j < K
     mask = j_mask[:, None] & n_mask[None, :]
-    a_mask = m_mask[:, None] & j_mask[None, :]
-    if PER_TILE:
-        s, z = load_group_params(s_ptr, z_ptr, k0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
-        s = s[None, :]
-        z = z[None, :]
+    a0, a1, a2, a3, a4, a5, a6, a7 = split_slices(a, E, BM, BKE)
     b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
     b1 = b0
     b2 = b0
@@ -135,9 +203,8 @@ def dot_tile(
         if not PER_TILE:
             g = (k0 + E * offs_j + t) // GS
             s, z = load_group_params(s_ptr, z_ptr, g[:, None], N, offs_n[None, :], mask, HAS_Z, BITS)
-        wt = ((codes_to_f32(q) - z) * s).to(x_ptr.dtype.element_ty)
-        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + E * offs_j + t)[None, :], mask=a_mask, other=0.0)
-        acc = tl.dot(a, wt, acc)
+        wt = ((codes_to_f32(q) - z) * s).to(a.dtype)
+        acc = tl.dot(_slice_of(a0, a1, a2, a3, a4, a5, a6, a7, t), wt, acc)
     return acc
 
 
