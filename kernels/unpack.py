@@ -236,3 +236,80 @@ def dot_tile_int8(
             acc += tl.sum(a.to(tl.int32)[:, :, None] * (q - OFF)[None, :, :], axis=1)
         xsum += tl.sum(a.to(tl.int32), axis=1)
     return acc, xsum
+
+
+@triton.jit
+def _plane_words(qw_ptr, NW, row0, k0, offs_j, offs_w, mask, b, T: tl.constexpr, W: tl.constexpr, E: tl.constexpr):
+    """Like ``_plane`` but reads 32-bit words: each holds the bytes of 4 adjacent columns
+    (byte c = column 4*w + c). Returns the byte tile as uint32 [BKE, BNW] (reloaded when
+    slice T starts a new byte) and the bit offset of slice T inside each byte."""
+    EPW: tl.constexpr = 8 // W  # codes per byte of this plane
+    if T % EPW == 0:
+        rows = row0 + k0 // EPW + (E // EPW) * offs_j + T // EPW
+        b = tl.load(qw_ptr + rows.to(tl.int64)[:, None] * NW + offs_w[None, :], mask=mask, other=0)
+    return b
+
+
+@triton.jit
+def _word_field_f32(b, POS: tl.constexpr, W: tl.constexpr, LOW: tl.constexpr):
+    """``field << LOW`` as exact fp32, where field = bits [POS, POS+W) of the uint32 words b.
+
+    No shift to bit 0 and no int->float conversion: the field is ORed, in place, into the
+    mantissa of 2**(23 - SH + LOW) (whose last mantissa bit is worth 2**(LOW - SH)), and
+    2**(23 - SH + LOW) is subtracted: one LOP3 and one FADD per code. Fields above bit 15
+    use ``b >> 16`` (shared by all codes of the word) so that SH + W <= 23.
+    """
+    if POS >= 16:
+        src = b >> 16
+        SH: tl.constexpr = POS - 16
+    else:
+        src = b
+        SH: tl.constexpr = POS
+    EXP_BITS: tl.constexpr = (150 - SH + LOW) << 23  # biased exponent 127 + 23 - SH + LOW
+    MASK: tl.constexpr = ((1 << W) - 1) << SH
+    v = ((src & MASK) | EXP_BITS).to(tl.float32, bitcast=True)
+    base = tl.full([1], EXP_BITS, tl.uint32).to(tl.float32, bitcast=True)
+    return v - base
+
+
+@triton.jit
+def gemv_tile_words(
+    d0, d1, d2, d3, xs, x_ptr, q_ptr, N, K, k0, offs_j, offs_w, w_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr,
+    BKE: tl.constexpr, BNW: tl.constexpr,
+):
+    """``gemv_tile`` for float activations reading the codes as 32-bit words (N % 4 == 0):
+    byte c of a word is column ``4*w + c``. Each code costs one LOP3 + one FADD per plane
+    (``_word_field_f32``) + one FFMA. d0..d3 [BKE, BNW] fp32 accumulate columns
+    ``4*offs_w + c`` for c = 0..3; xs [BKE] accumulates x."""
+    qw_ptr = q_ptr.to(tl.pointer_type(tl.uint32))
+    NW = N // 4
+    j_mask = k0 + E * offs_j < K
+    mask = j_mask[:, None] & w_mask[None, :]
+    b0 = tl.zeros([BKE, BNW], dtype=tl.uint32)
+    b1 = b0
+    b2 = b0
+    for t in tl.static_range(E):
+        b0 = _plane_words(qw_ptr, NW, 0, k0, offs_j, offs_w, mask, b0, t, W0, E)
+        if W1 > 0:
+            b1 = _plane_words(qw_ptr, NW, (K // 8) * W0, k0, offs_j, offs_w, mask, b1, t, W1, E)
+        if W2 > 0:
+            b2 = _plane_words(qw_ptr, NW, (K // 8) * (W0 + W1), k0, offs_j, offs_w, mask, b2, t, W2, E)
+        xt = tl.load(x_ptr + k0 + E * offs_j + t, mask=j_mask, other=0).to(tl.float32)
+        xs += xt
+        for c in tl.static_range(4):
+            f = _word_field_f32(b0, 8 * c + (t % (8 // W0)) * W0, W0, 0)
+            if W1 > 0:
+                f += _word_field_f32(b1, 8 * c + (t % (8 // W1)) * W1, W1, W0)
+            if W2 > 0:
+                f += _word_field_f32(b2, 8 * c + (t % (8 // W2)) * W2, W2, W0 + W1)
+            f = xt[:, None] * f
+            if c == 0:
+                d0 += f
+            elif c == 1:
+                d1 += f
+            elif c == 2:
+                d2 += f
+            else:
+                d3 += f
+    return d0, d1, d2, d3, xs
