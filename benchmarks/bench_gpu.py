@@ -346,8 +346,10 @@ def section_bench(shapes, ms, bits=4, gs=128):
 def section_sweep(shapes, ms):
     """Configs per family; prints the best for each (shape, M)."""
     cands = {
-        1: [("gemv_revsplitk", dict(block_n=bn, block_k=bk, num_warps=nw, words=wd)) for bn in (64, 128, 256, 512)
-            for bk in (32, 64) for nw in (1, 2, 4) for wd in (True, False)],
+        1: [("gemv_revsplitk", dict(block_n=bn, block_k=64, num_warps=nw, words=False)) for bn in (64, 128)
+            for nw in (1, 2)]
+           + [("gemv_pipelined", dict(block_n=bn, block_k=bk, split_k=sk, num_warps=nw)) for bn in (32, 64, 128, 256)
+              for bk in (64, 128) for sk in (1, 2, 4, 8) for nw in (1, 2, 4)],
         4: [("gemm_splitk", dict(block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=4, num_stages=st))
             for bn in (64, 128) for bk in (64, 128) for sk in (4, 8, 16) for st in (1, 2)],
         16: [("gemm_splitk", dict(block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=nw, num_stages=st))

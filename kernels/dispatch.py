@@ -20,7 +20,7 @@ from .gemv_revsplitk import revsplitk_block_k
 
 __all__ = ["Thresholds", "thresholds", "set_thresholds", "set_config", "choose", "linear", "FAMILIES"]
 
-FAMILIES = ("gemv", "gemv_splitk", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+FAMILIES = ("gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
     fns = {
         "gemv": gemv.gemv,
         "gemv_splitk": gemv.gemv,
+        "gemv_pipelined": gemv.gemv_pipelined,
         "gemv_revsplitk": gemv_revsplitk.gemv_revsplitk,
         "gemm_splitk": gemm_splitk.gemm_splitk,
         "gemm": gemm.gemm,

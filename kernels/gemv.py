@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .layout import DeviceWeight, tile_k
-from .unpack import gemv_tile, load_group_params
+from .unpack import codes_to_f32, gemv_tile, load_group_params, split_slices, _slice_of
 
 
 @triton.jit
@@ -82,6 +82,85 @@ def _gemv_int8_kernel(
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _gemv_pipelined_kernel(
+    x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, N, K, GS, K_SPLIT,
+    W: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+):
+    """Single-plane widths (1, 2, 4, 8 bits): the next tile's codes, activations and
+    scale/zero are loaded while the current tile is computed (the compiler does not
+    software-pipeline loads that feed no dot), so one program keeps two tiles in flight."""
+    pid_n = tl.program_id(0).to(tl.int64)
+    pid_k = tl.program_id(1).to(tl.int64)
+    BKE: tl.constexpr = BK // E
+    MASK: tl.constexpr = (1 << W) - 1
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    offs_k = tl.arange(0, BK)
+    k_lo = pid_k * K_SPLIT
+    k_hi = tl.minimum(k_lo + K_SPLIT, K)
+    # one byte row holds E codes of a column (single plane), so tile rows are k0/E + j
+    b = tl.load(q_ptr + (k_lo // E + offs_j)[:, None] * N + offs_n[None, :],
+                mask=(k_lo + E * offs_j < k_hi)[:, None] & n_mask[None, :], other=0)
+    xa = tl.load(x_ptr + k_lo + offs_k, mask=k_lo + offs_k < k_hi, other=0.0).to(tl.float32)
+    s, z = load_group_params(s_ptr, z_ptr, k_lo // GS, N, offs_n, n_mask, HAS_Z, BITS)
+    acc = tl.zeros([BN], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
+        k1 = k0 + BK
+        live = k1 < k_hi
+        b_next = tl.load(q_ptr + (k1 // E + offs_j)[:, None] * N + offs_n[None, :],
+                         mask=((k1 + E * offs_j < k_hi) & live)[:, None] & n_mask[None, :], other=0)
+        x_next = tl.load(x_ptr + k1 + offs_k, mask=(k1 + offs_k < k_hi) & live, other=0.0).to(tl.float32)
+        s_next, z_next = load_group_params(s_ptr, z_ptr, k1 // GS, N, offs_n, n_mask & live, HAS_Z, BITS)
+        x0, x1, x2, x3, x4, x5, x6, x7 = split_slices(xa[None, :], E, 1, BKE)
+        d2 = tl.zeros([BKE, BN], dtype=tl.float32)
+        bi = b.to(tl.int32)
+        for t in tl.static_range(E):
+            xt = tl.reshape(_slice_of(x0, x1, x2, x3, x4, x5, x6, x7, t), [BKE])
+            d2 += xt[:, None] * codes_to_f32((bi >> (t * W)) & MASK)
+        acc += s * (tl.sum(d2, axis=0) - z * tl.sum(xa, axis=0))
+        b = b_next
+        xa = x_next
+        s = s_next
+        z = z_next
+    if ATOMIC:
+        tl.atomic_add(out_ptr + offs_n, acc, mask=n_mask)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offs_n, acc.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+def gemv_pipelined(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 64,
+                   block_k: int = 128, split_k: int = 1, num_warps: int = 4) -> torch.Tensor:
+    """GEMV for single-plane widths (1, 2, 4, 8 bits) with loads one tile ahead.
+    x: [1, K] contiguous -> [1, N] x.dtype. split_k > 1 adds fp32 atomics into a zeroed
+    workspace (zeroed inside the op) and a final cast."""
+    if x.dim() != 2 or x.shape[0] != 1 or x.shape[1] != w.k:
+        raise ValueError(f"gemv_pipelined expects x [1, {w.k}], got {tuple(x.shape)}")
+    p = w.planes
+    if p.W1:
+        raise ValueError(f"gemv_pipelined serves single-plane widths (1, 2, 4, 8), not {w.bits}")
+    bk = tile_k(block_k, w.group_size, p.E)
+    if bk is None:
+        raise ValueError(f"gemv_pipelined: no K tile fits group_size={w.group_size}")
+    tiles = triton.cdiv(w.k, bk)
+    split_k = max(1, min(split_k, tiles))
+    k_split = triton.cdiv(tiles, split_k) * bk
+    split_k = triton.cdiv(w.k, k_split)
+    atomic = split_k > 1
+    out = torch.zeros(1, w.n, dtype=torch.float32, device=x.device) if atomic else x.new_empty(1, w.n)
+    grid = (triton.cdiv(w.n, block_n), split_k)
+    _gemv_pipelined_kernel[grid](
+        x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
+        out, w.n, w.k, w.group_size, k_split, p.W0, p.E, w.bits, w.zeros is not None,
+        bias is not None and not atomic, atomic, bk, block_n, num_warps=num_warps, num_stages=1,
+    )
+    return _finish(out, bias, x.dtype) if atomic else out
 
 
 def _finish(ws: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -256,3 +256,18 @@ def test_gemv_word_path(bits):
     ref = reference_linear(x, codes, s, z, bits)
     assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16), ref)
     assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16, words=False), ref)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_gemv_pipelined(bits, split_k):
+    from lowbit.kernels.gemv import gemv_pipelined
+
+    n, k, gs = 37, 192, 64
+    codes, s, z, dw = make(n, k, bits, gs, sym=bits == 8)
+    x = torch.randn(1, k, device=DEV, dtype=ACT)
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    ref = reference_linear(x, codes, s, z, bits, bias)
+    assert_close(gemv_pipelined(x, dw, bias, block_n=16, block_k=32, split_k=split_k), ref)
+    with pytest.raises(ValueError, match="single-plane"):
+        gemv_pipelined(x, make(8, k, 3, gs)[3])
