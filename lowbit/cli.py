@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
     i = sub.add_parser("info", help="CPU ISA, GPU, available backends and kernels, cache paths")
     i.set_defaults(fn=cmd_info)
+    bench = sub.add_parser("bench", help="benchmarks: e2e decode")
+    bsub = bench.add_subparsers(dest="bench_cmd", required=True)
+    from .bench import e2e
+
+    e2e.add_parser(bsub)
     return p
 
 

@@ -1,5 +1,10 @@
-"""A small built-in Llama-style decoder for the demo, tests and benchmarks (random
-weights, fixed seed, no downloads). Plain nn.Modules: quantize_ sees ordinary Linears."""
+"""Built-in Llama-style decoders for the demo, tests and benchmarks (random weights, fixed
+seed, no downloads). Plain nn.Modules: quantize_ sees ordinary Linears.
+
+Two ways to run one: ``model(tokens)`` (whole sequence, no cache) and, after
+``model.setup_cache(batch, max_seq)``, ``model(tokens, input_pos)`` with a static KV cache
+(prefill with ``input_pos = arange(T)``, then decode one token at a time). ``input_pos`` is a
+tensor, so a compiled decode step never recompiles as the position advances."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +31,26 @@ class LlamaConfig:
 PRESETS = {
     "tiny": LlamaConfig(vocab=512, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, hidden=384),
     "demo": LlamaConfig(),
+    # CPU-sized decoder with Llama-3 proportions (~0.2 B parameters)
+    "cpu-small": LlamaConfig(vocab=32000, dim=1024, n_layers=8, n_heads=16, n_kv_heads=4, hidden=3584, rope_theta=500000.0),
+    # the shapes of Llama-3.1-8B (random weights)
+    "llama-3.1-8b": LlamaConfig(vocab=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden=14336, rope_theta=500000.0),
 }
+
+
+class KVCache(nn.Module):
+    """Static cache [B, kv_heads, max_seq, head_dim]; written in place at ``input_pos``."""
+
+    def __init__(self, batch, kv_heads, max_seq, head_dim, dtype, device):
+        super().__init__()
+        shape = (batch, kv_heads, max_seq, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos, k, v):
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
+        return self.k, self.v
 
 
 class RMSNorm(nn.Module):
@@ -53,17 +77,23 @@ class Attention(nn.Module):
         self.wk = nn.Linear(c.dim, self.kv * self.hd, bias=False)
         self.wv = nn.Linear(c.dim, self.kv * self.hd, bias=False)
         self.wo = nn.Linear(self.h * self.hd, c.dim, bias=False)
+        self.cache: KVCache | None = None
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, input_pos=None, mask=None):
         b, t, _ = x.shape
         q = self.wq(x).view(b, t, self.h, self.hd)
         k = self.wk(x).view(b, t, self.kv, self.hd)
         v = self.wv(x).view(b, t, self.kv, self.hd)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))
+        if input_pos is not None:
+            k, v = self.cache.update(input_pos, k, v)
         k = k.repeat_interleave(self.h // self.kv, dim=1)
         v = v.repeat_interleave(self.h // self.kv, dim=1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(o.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -84,8 +114,8 @@ class Block(nn.Module):
         self.attn_norm, self.mlp_norm = RMSNorm(c.dim, c.norm_eps), RMSNorm(c.dim, c.norm_eps)
         self.attn, self.mlp = Attention(c), MLP(c)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x, cos, sin, input_pos=None, mask=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, input_pos, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -102,24 +132,45 @@ class TinyLlama(nn.Module):
         hd = c.dim // c.n_heads
         self.register_buffer("inv_freq", 1.0 / c.rope_theta ** (torch.arange(0, hd, 2).float() / hd), persistent=False)
 
-    def forward(self, tokens):
+    def setup_cache(self, batch: int, max_seq: int) -> None:
+        """Allocate static KV caches for ``batch`` sequences of up to ``max_seq`` tokens."""
+        c, p = self.config, self.embed.weight
+        dtype = self.norm.weight.dtype
+        for layer in self.layers:
+            layer.attn.cache = KVCache(batch, c.n_kv_heads, max_seq, c.dim // c.n_heads, dtype, p.device)
+        self.max_seq = max_seq
+
+    def forward(self, tokens, input_pos=None):
+        """tokens: [B, T]; input_pos: None (no cache) or [T] int64 positions into the cache."""
         t = tokens.shape[1]
-        ang = torch.outer(torch.arange(t, device=tokens.device, dtype=torch.float32), self.inv_freq)
+        pos = torch.arange(t, device=tokens.device) if input_pos is None else input_pos
+        ang = torch.outer(pos.float(), self.inv_freq)
         x = self.embed(tokens)
         cos, sin = ang.cos()[None, :, None, :].to(x.dtype), ang.sin()[None, :, None, :].to(x.dtype)
+        mask = None
+        if input_pos is not None:  # query i may attend to cache slots <= its position
+            mask = torch.arange(self.max_seq, device=tokens.device)[None, :] <= input_pos[:, None]
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, input_pos, mask)
         return self.lm_head(self.norm(x))
 
 
 def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device="cpu") -> TinyLlama:
-    """A randomly initialized model; weights scaled like a trained model's (std ~ 1/sqrt(fan_in))."""
+    """A randomly initialized model; weights scaled like a trained model's (std ~ 1/sqrt(fan_in)).
+    Built directly on ``device`` in ``dtype`` (the 8B preset never exists in fp32 on the host)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    g = torch.Generator().manual_seed(seed)
-    model = TinyLlama(PRESETS[preset])
+    with torch.device("meta"):
+        model = TinyLlama(PRESETS[preset])
+    model = model.to_empty(device=device).to(dtype)
+    g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-    return model.to(device=device, dtype=dtype).eval()
+                p.copy_(torch.randn(p.shape, generator=g, device=device, dtype=dtype) / p.shape[1] ** 0.5)
+            else:
+                p.fill_(1.0)  # RMSNorm gains
+        c = model.config
+        hd = c.dim // c.n_heads
+        model.inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, hd, 2, device=device).float() / hd)
+    return model.eval()
