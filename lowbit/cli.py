@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
     i = sub.add_parser("info", help="CPU ISA, GPU, available backends and kernels, cache paths")
     i.set_defaults(fn=cmd_info)
+    from . import autotune
+
+    autotune.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: e2e decode")
     bsub = bench.add_subparsers(dest="bench_cmd", required=True)
     from .bench import e2e

@@ -1,0 +1,84 @@
+"""`lowbit autotune`: argument parsing and errors, and an end-to-end run on a tiny shape under
+the Triton interpreter (the same code path the GPU takes, on CPU tensors)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lowbit.autotune import derive_thresholds, parse_batches, parse_shapes, search_space, TuneResult
+
+
+def test_parse_batches():
+    assert parse_batches("1,2,4") == [1, 2, 4]
+    assert parse_batches("1-64") == [1, 2, 4, 8, 16, 32, 64]
+    assert parse_batches("3-20") == [3, 4, 8, 16, 20]
+    for bad in ("0", "8-2", "", "a"):
+        with pytest.raises(ValueError):
+            parse_batches(bad)
+
+
+def test_parse_shapes():
+    assert parse_shapes("4096x4096,14336x4096") == [(4096, 4096), (14336, 4096)]
+    for bad in ("4096", "4096x4095", "ax4", "0x64"):
+        with pytest.raises(ValueError, match="bad shape"):
+            parse_shapes(bad)
+
+
+def test_search_space_nonempty_for_every_family():
+    from lowbit.backends.triton import ensure_kernels
+
+    ensure_kernels()
+    from lowbit.kernels import dispatch
+
+    for fam in dispatch.FAMILIES:
+        for m in (1, 16, 256):
+            assert search_space(fam, m), (fam, m)
+    with pytest.raises(ValueError, match="unknown family"):
+        search_space("nope", 1)
+
+
+def test_thresholds_from_winners():
+    def r(m, fam):
+        return TuneResult(4096, 4096, 4, 128, "float16", m, fam, {}, 1.0, 1.0, 1)
+
+    rs = [r(1, "gemv_revsplitk"), r(4, "gemm_splitk"), r(64, "gemm_splitk"), r(256, "gemm"), r(1024, "dequant_cublas")]
+    assert derive_thresholds(rs) == {"bits=4|g=128|float16": {"gemv_max_m": 1, "splitk_max_m": 64, "dequant_min_m": 1024}}
+
+
+def _cli(args, tmp_path, **env):
+    e = {**os.environ, "TRITON_INTERPRET": "1", "LOWBIT_AUTOTUNE_CACHE": str(tmp_path / "autotune.json"), **env}
+    return subprocess.run([sys.executable, "-m", "lowbit.cli", "autotune", *args], capture_output=True, text=True, env=e, timeout=600)
+
+
+@pytest.mark.parametrize("args,err", [
+    ([], "say what to tune"),
+    (["--shapes", "4096x100"], "bad shape"),
+    (["--shapes", "64x128", "--bits", "9"], "--bits must be in 1..8"),
+    (["--shapes", "64x128", "--group-size", "48"], "does not divide K=128"),
+    (["--shapes", "64x128", "--batch", "0"], "batch sizes must be >= 1"),
+    (["--shapes", "64x128", "--dtype", "fp8"], "--dtype must be one of"),
+    (["--model", "nofile.py:build"], "no such file"),
+    (["--preset", "llama-3.1-8b", "--shapes", "64x128"], "not allowed with"),
+])
+def test_cli_argument_errors(tmp_path, args, err):
+    out = _cli(args, tmp_path)
+    assert out.returncode != 0 and err in out.stderr, out.stderr
+
+
+def test_cli_end_to_end_in_the_interpreter(tmp_path):
+    model_file = tmp_path / "m.py"
+    model_file.write_text("import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 32))\n")
+    out = _cli(["--model", f"{model_file}:build", "--bits", "4", "--group-size", "32", "--batch", "1,2", "--quick",
+                "--no-progress", "--families", "gemv_revsplitk,gemm_splitk"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "gemv_revsplitk" in out.stdout and "gemm_splitk" in out.stdout and "dispatch thresholds" in out.stdout
+    data = json.loads((tmp_path / "autotune.json").read_text())
+    (dev,) = data["devices"].values()
+    assert len(dev["winners"]) == 4  # 2 shapes x 2 batch sizes
+    assert {k.split("|")[0] for k in dev["configs"]} == {"gemv_revsplitk", "gemm_splitk"}
+    show = _cli(["--show"], tmp_path)
+    assert show.returncode == 0 and "4 winners" in show.stdout
+    clear = _cli(["--clear"], tmp_path)
+    assert clear.returncode == 0 and not (tmp_path / "autotune.json").exists()
