@@ -93,30 +93,36 @@ def shapes_from_model(spec: str) -> list[tuple[int, int]]:
 
 
 def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
-    """Candidate launch configs per family; invalid ones (K tile vs group size) are rejected
-    by the launchers themselves and skipped."""
+    """Candidate launch configs per family (``quick``: about 4-8 each). Configs a launcher
+    rejects for a shape (e.g. a K tile larger than the group) are skipped by the tuner."""
     warps = (4,) if quick else (2, 4, 8)
     if family == "gemv_revsplitk":
-        return [dict(block_n=bn, block_k=bk, num_warps=w) for bn in (64, 128, 256) for bk in (16, 32, 64) for w in warps]
+        bns, bks = ((64, 128, 256), (16, 32)) if quick else ((64, 128, 256), (16, 32, 64))
+        return [dict(block_n=bn, block_k=bk, num_warps=w) for bn in bns for bk in bks for w in warps]
     if family in ("gemv", "gemv_splitk", "gemv_pipelined"):
+        splits = (1, 4) if quick else (1, 2, 4, 8)
+        bns = (64, 128) if quick else (32, 64, 128)
         return [dict(block_n=bn, block_k=bk, split_k=s, num_warps=w)
-                for bn in (32, 64, 128) for bk in (64, 128) for s in ((1, 4) if quick else (1, 2, 4, 8)) for w in warps]
+                for bn in bns for bk in ((128,) if quick else (64, 128)) for s in splits for w in warps]
     if family == "gemm_splitk":
-        bms = [b for b in (16, 32, 64) if b >= min(m, 16) and b <= max(16, 1 << (m - 1).bit_length())]
-        return [dict(block_m=bm, block_n=bn, block_k=bk, split_k=s, num_warps=4, num_stages=st)
-                for bm in bms for bn in (64, 128) for bk in (64, 128) for s in ((1, 4) if quick else (1, 2, 4, 8, 16))
+        top = max(16, min(64, 1 << (m - 1).bit_length()))
+        bms = [b for b in (16, 32, 64) if b <= top][-2:]
+        return [dict(block_m=bm, block_n=bn, block_k=64, split_k=s, num_warps=4, num_stages=st)
+                for bm in bms for bn in ((64,) if quick else (64, 128)) for s in ((1, 4) if quick else (1, 2, 4, 8, 16))
                 for st in ((3,) if quick else (2, 3, 4))]
     if family == "gemm":
         return [dict(block_m=bm, block_n=bn, block_k=bk, group_m=8, num_warps=w, num_stages=st)
-                for bm in (64, 128) for bn in (64, 128, 256) for bk in (32, 64) for w in ((4, 8) if not quick else (8,))
-                for st in ((3,) if quick else (3, 4))]
+                for bm in ((64, 128) if not quick else (64, 128)) for bn in ((128,) if quick else (64, 128, 256))
+                for bk in ((64,) if quick else (32, 64)) for w in ((8,) if quick else (4, 8)) for st in ((3,) if quick else (3, 4))]
     if family == "dequant_cublas":
         return [dict()]
     if family == "gemv_int8":
-        return [dict(block_n=bn, block_k=bk, num_warps=w) for bn in (32, 64, 128) for bk in (64, 128, 256) for w in warps]
+        return [dict(block_n=bn, block_k=bk, num_warps=w)
+                for bn in ((64, 128) if quick else (32, 64, 128)) for bk in ((128,) if quick else (64, 128, 256)) for w in warps]
     if family == "gemm_int8":
         return [dict(block_m=bm, block_n=bn, block_k=bk, num_warps=w)
-                for bm in (16, 32, 64) for bn in (64, 128) for bk in (64, 128) for w in warps]
+                for bm in ((16, 64) if quick else (16, 32, 64)) for bn in ((64,) if quick else (64, 128))
+                for bk in ((128,) if quick else (64, 128)) for w in warps]
     raise ValueError(f"unknown family {family!r}")
 
 
