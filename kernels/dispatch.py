@@ -32,8 +32,8 @@ class Thresholds:
     """
 
     gemv_max_m: int = 1
-    splitk_max_m: int = 64
-    dequant_min_m: int = 512
+    splitk_max_m: int = 16
+    dequant_min_m: int = 256
 
 
 _DEFAULT = "default"
@@ -97,24 +97,31 @@ def _lookup(name: str, family: str, m: int, w: DeviceWeight) -> dict:
 
 
 def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
-    """Heuristic defaults (see docs/gpu_kernels.md for the measurements behind them)."""
+    """Defaults from the H200 sweep (docs/gpu_kernels.md: `bench_gpu.py --only sweep`)."""
     if family == "gemv_revsplitk":
-        return dict(block_n=128, block_k=32, num_warps=4)
+        # one warp per program, 64 columns x 2 tiles of 64 codes: best of 24 configs at
+        # 4096x4096 and 14336x4096 (bigger programs lose to the per-program tail)
+        return dict(block_n=64, block_k=64, num_warps=1, words=False)
+    if family == "gemv_pipelined":
+        return dict(block_n=32, block_k=128, split_k=8, num_warps=1)
     if family == "gemv_splitk":
         tiles_n = -(-w.n // 64)
-        return dict(block_n=64, block_k=128, split_k=max(1, min(8, (4 * sms) // max(tiles_n, 1))), num_warps=4)
+        return dict(block_n=64, block_k=128, split_k=max(1, min(8, (4 * sms) // max(tiles_n, 1))), num_warps=2)
     if family == "gemv":
-        return dict(block_n=64, block_k=128, num_warps=4)
+        return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_splitk":
         bm = 16 if m <= 16 else (32 if m <= 32 else 64)
-        bn = 64
+        bn = 128
         tiles = -(-m // bm) * -(-w.n // bn)
-        return dict(block_m=bm, block_n=bn, block_k=64, split_k=max(1, min(16, (2 * sms) // max(tiles, 1))),
-                    num_warps=4, num_stages=3)
+        # enough K splits for ~6 programs per SM (8 was best at 14336x4096, M=16)
+        return dict(block_m=bm, block_n=bn, block_k=64, split_k=max(1, min(16, (6 * sms) // max(tiles, 1))),
+                    num_warps=4, num_stages=2)
     if family == "gemm":
-        return dict(block_m=64 if m <= 128 else 128, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=3)
+        if m <= 128:
+            return dict(block_m=64, block_n=64, block_k=64, group_m=8, num_warps=4, num_stages=3)
+        return dict(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=4, num_stages=2)
     if family == "gemv_int8":
-        return dict(block_n=64, block_k=128, num_warps=4)
+        return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_int8":
         return dict(block_m=16 if m <= 16 else 64, block_n=64, block_k=128, num_warps=4)
     return {}

@@ -204,20 +204,23 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw4) == "gemv_revsplitk"
     assert dispatch.choose(1, dw8) == "gemv_splitk"
     assert dispatch.choose(16, dw4) == "gemm_splitk"
-    assert dispatch.choose(256, dw4) == "gemm"
+    assert dispatch.choose(64, dw4) == "gemm"
     assert dispatch.choose(4096, dw4) == "dequant_cublas"
     assert dispatch.choose(3, dw4, act="int8") == "gemm_int8"
     old = dispatch.thresholds()
     try:
         dispatch.set_thresholds(splitk_max_m=8)
         assert dispatch.choose(16, dw4) == "gemm"
+        dispatch.set_config("gemm", {"block_m": 32}, m=16)
+        assert dispatch.config("gemm", 16, dw4, torch.device("cpu"))["block_m"] == 32
+        assert dispatch.config("gemm", 300, dw4, torch.device("cpu"))["block_m"] == 128
     finally:
         dispatch.set_thresholds(**{f: getattr(old, f) for f in old.__dataclass_fields__})
     with pytest.raises(ValueError, match="unknown family"):
         dispatch.set_config("nope", {})
 
 
-@pytest.mark.parametrize("m", [1, 7, 70])
+@pytest.mark.parametrize("m", [1, 7, 40, 300])
 @pytest.mark.parametrize("act", ["none", "int8"])
 def test_backend_linear(m, act):
     """The backend end to end (dispatch by M, cached layout and layout=None)."""
