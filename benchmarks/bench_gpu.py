@@ -343,6 +343,24 @@ def section_bench(shapes, ms, bits=4, gs=128):
     RESULTS.setdefault("bench", []).extend(rows)
 
 
+def section_widths(n=14336, k=4096, ms=(1, 4, 16, 64)):
+    """Other widths through the dispatch (group 128), vs fp16 cuBLAS."""
+    rows = []
+    log(f"{n}x{k}, group 128: µs (x fp16 cuBLAS), floor")
+    for bits in (2, 3, 8):
+        for m in ms:
+            try:
+                cb = time_cublas(n, k, m)
+                lb, fam = time_lowbit(n, k, m, bits, 128)
+                fl, _ = floor_us(n, k, m, bits, 128)
+            except Exception as e:
+                log(f"  W{bits} M={m} failed: {type(e).__name__}: {e}")
+                continue
+            rows.append(dict(bits=bits, m=m, cublas=cb, lowbit=lb, family=fam, floor=fl))
+            log(f"  W{bits} M={m:<4d} cuBLAS {cb:6.1f}  lowbit {lb:6.1f} ({cb / lb:4.2f}) {fam:15s} floor {fl:5.1f} ({fl / lb:4.0%})")
+    RESULTS["widths"] = rows
+
+
 def section_sweep(shapes, ms):
     """Configs per family; prints the best for each (shape, M)."""
     cands = {
@@ -350,8 +368,14 @@ def section_sweep(shapes, ms):
             for nw in (1, 2)]
            + [("gemv_pipelined", dict(block_n=bn, block_k=bk, split_k=sk, num_warps=nw)) for bn in (32, 64, 128, 256)
               for bk in (64, 128) for sk in (1, 2, 4, 8) for nw in (1, 2, 4)],
-        4: [("gemm_splitk", dict(block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=4, num_stages=st))
-            for bn in (64, 128) for bk in (64, 128) for sk in (4, 8, 16) for st in (1, 2)],
+        4: [("gemm_splitk", dict(block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=4, num_stages=2))
+            for bn in (64, 128) for bk in (64, 128) for sk in (4, 8, 16)],
+        32: [("gemm_splitk", dict(block_m=32, block_n=128, block_k=64, split_k=sk, num_warps=4, num_stages=2))
+             for sk in (2, 4, 8)]
+            + [("gemm", dict(block_m=bm, block_n=bn, block_k=64, num_warps=4, num_stages=3)) for bm in (32, 64)
+               for bn in (64, 128)],
+        256: [("gemm", dict(block_m=bm, block_n=bn, block_k=64, num_warps=4, num_stages=st)) for bm in (64, 128)
+              for bn in (64, 128) for st in (2, 3)] + [("dequant_cublas", {})],
         16: [("gemm_splitk", dict(block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=nw, num_stages=st))
              for bn in (64, 128) for bk in (64, 128) for sk in (4, 8, 16) for st in (1, 2) for nw in (4,)],
         64: [("gemm_splitk", dict(block_m=bm, block_n=bn, block_k=64, split_k=sk, num_warps=4, num_stages=st))
@@ -383,7 +407,7 @@ def main():
     global LOG
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/lowbit-bench"))
-    ap.add_argument("--only", default="env,check,compile,sweep,bench")
+    ap.add_argument("--only", default="check,compile,sweep,bench,widths")
     ap.add_argument("--shapes", default="all", help="'all' or 'NxK,NxK'")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--sweep-shapes", default="14336x4096,4096x4096")
@@ -406,6 +430,8 @@ def main():
                 section_check()
             elif name == "compile":
                 section_compile()
+            elif name == "widths":
+                section_widths()
             elif name == "sweep":
                 section_sweep(parse(a.sweep_shapes), [int(v) for v in a.sweep_ms.split(",")])
             elif name == "bench":
