@@ -22,7 +22,7 @@ from ..meta import QWeight
 __all__ = ["Backend", "register_backend", "unregister_backend", "registered_backends", "select", "prepare_layout", "use_backend"]
 
 # modules that define built-in backends; each calls register_backend() at import
-_BUILTIN = ("lowbit.backends.reference", "lowbit.backends.triton")
+_BUILTIN = ("lowbit.backends.reference", "lowbit.backends.triton", "lowbit.backends.cpu")
 
 
 class Backend:

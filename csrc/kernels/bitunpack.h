@@ -1,0 +1,72 @@
+// Bit-unpacking of one 16x32 block of the tile layout into eight 16x4 code vectors.
+//
+// One routine, instantiated per width (1..8) and per ISA: the width picks the planes at
+// compile time and the ISA supplies five vector primitives (the `Ops` trait below), so the
+// same source yields force-inlined shift/mask sequences for AVX-512, AVX2, NEON and a
+// scalar 32-bit SWAR fallback. The dot-product micro-kernels never see packed bits.
+//
+// Block layout (64*bits bytes; docs/cpu_kernels.md): a width is split into the planes of its
+// binary decomposition, widest first, exactly like the canonical format (7 = 4+2+1, low bits
+// in the first plane). A plane of width w is w byte-vectors of 64 bytes. Byte i of
+// byte-vector p holds, at bit offset jj*w, the plane bits of byte i of code vector
+// c = p*(8/w) + jj. Code vector c is 64 bytes: byte 4*r + j = code of row r at k = 4*c + j.
+// So unpacking is per-byte "shift right, mask, shift left into place, or" and never moves
+// a value between bytes: a 16-bit (x86) or 8-bit (NEON) lane shift plus a byte mask suffices.
+//
+// Ops trait (all static, force-inlined):
+//   V                      vector holding kVecBytes/P bytes of a code vector
+//   V load(const uint8_t*)  unaligned load of one vector
+//   V extract<S, W>(V)      (byte >> S) & (2**W - 1) in every byte
+//   V shl<S>(V)             byte << S in every byte (caller guarantees no carry out of a byte)
+//   V or_(V, V)
+#pragma once
+
+#include "common.h"
+
+namespace lowbit {
+namespace {
+
+// planes of `bits`, widest first: i-th plane width, and the bit (and byte-vector) offset
+constexpr int plane_count(int bits) { return ((bits >> 3) & 1) + ((bits >> 2) & 1) + ((bits >> 1) & 1) + (bits & 1); }
+constexpr int plane_width(int bits, int i) {
+  for (int w = 8; w >= 1; w >>= 1)
+    if (bits & w) {
+      if (i == 0) return w;
+      --i;
+    }
+  return 0;
+}
+constexpr int plane_low(int bits, int i) {
+  int low = 0;
+  for (int j = 0; j < i; ++j) low += plane_width(bits, j);
+  return low;
+}
+
+// Unpack block `blk` (already offset to this ISA vector's part of each 64-byte vector)
+// into out[0..7], the codes of k-quads 0..7 of the block.
+template <int BITS, class Ops>
+LOWBIT_INLINE void unpack_block(const uint8_t* blk, typename Ops::V (&out)[kCodeVecs]) {
+  static_assert(BITS >= 1 && BITS <= 8, "1..8 bits");
+  unroll<plane_count(BITS)>([&](auto pi) {
+    constexpr int w = plane_width(BITS, decltype(pi)::value);
+    constexpr int low = plane_low(BITS, decltype(pi)::value);
+    constexpr int per = 8 / w;
+    unroll<w>([&](auto pv) {
+      constexpr int p = decltype(pv)::value;
+      const typename Ops::V v = Ops::load(blk + (low + p) * kVecBytes);
+      unroll<per>([&](auto jv) {
+        constexpr int jj = decltype(jv)::value;
+        constexpr int c = p * per + jj;
+        const typename Ops::V part = Ops::template extract<jj * w, w>(v);
+        if constexpr (low == 0) {
+          out[c] = part;
+        } else {
+          out[c] = Ops::or_(out[c], Ops::template shl<low>(part));
+        }
+      });
+    });
+  });
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,59 @@
+// The torch-free kernel tier: what each ISA translation unit exports.
+//
+// A KernelSet is one ISA's ukernel table: linear micro-kernels indexed by [bits-1][log2 MR]
+// and an activation quantizer. The operator (csrc/operator) picks a set from the CPU's
+// features, then a micro-kernel per (bits, rows left); the kernels themselves never
+// allocate, never thread and never check shapes: the caller hands them one tile.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace lowbit {
+
+// One call = MR activation rows x one 16-row weight tile, the whole K.
+struct TileArgs {
+  const uint8_t* tile;        // packed tile: codes [K/32][64*bits], scales [G][16], zeros [G][16]
+  int64_t scales_offset;      // byte offsets of scales / zeros inside the tile (PackedHeader)
+  int64_t zeros_offset;
+  const int8_t* xq;           // quantized activations, row m at xq + m*ldx   (int8, K used)
+  int64_t ldx;
+  const int32_t* xsum;        // per-group sums of xq, row m at xsum + m*ldxs  (G used)
+  int64_t ldxs;
+  const float* sx;            // [MR] per-row activation scales
+  const float* xf;            // float-activation kernels: fp32 activations, row m at xf + m*ldx
+  const float* bias;          // fp32 bias indexed by output column, or nullptr
+  void* out;                  // output, row m at out + m*ldo elements, column n0
+  int64_t ldo;
+  DType out_dtype;
+  int64_t n0;                 // first output column of the tile
+  int nvalid;                 // valid rows of this tile (the last tile of an odd N has < 16)
+  int64_t k;
+  int group_size;             // multiple of 32
+  DType scale_dtype;
+  ZeroKind zero_kind;
+};
+
+using LinearTileFn = void (*)(const TileArgs&);
+// x: [k] of dtype t -> xq [k] int8, xsum [k/gs] int32, *sx: the per-token int8 quantization
+using QuantizeRowFn = void (*)(const void* x, DType t, int64_t k, int gs, int8_t* xq, int32_t* xsum, float* sx);
+
+constexpr int kMrVariants = 4;  // MR in {1, 2, 4, 8}
+
+struct KernelSet {
+  const char* isa;                        // "avx512vnni", "avx2", "neondot", "scalar"
+  int max_mr;                             // largest MR worth using on this ISA
+  LinearTileFn linear[8][kMrVariants];    // int8 activations: [bits-1][log2(MR)]
+  LinearTileFn linear_fact[8][kMrVariants];  // fp32 activations (weight-only): [bits-1][log2(MR)]
+  QuantizeRowFn quantize_row;
+};
+
+// Each returns nullptr when the translation unit was not built for this architecture.
+// Whether the CPU can run it is the operator's question (cpu_features).
+const KernelSet* kernels_scalar();
+const KernelSet* kernels_avx2();
+const KernelSet* kernels_avx512vnni();
+const KernelSet* kernels_neondot();
+
+}  // namespace lowbit

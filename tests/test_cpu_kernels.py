@@ -1,0 +1,167 @@
+"""C++ CPU backend (csrc/, lowbit.backends.cpu): bit-exactness of the int8 kernels against
+the scalar kernel and lowbit.quant.int8_linear_reference, the weight-only path against the
+float reference (stated tolerance), embeddings, threading, selection and errors."""
+import pytest
+import torch
+
+import lowbit
+from lowbit import packing, quant
+from lowbit.backends import use_backend
+from lowbit.meta import QuantMeta, QWeight
+
+cpu = pytest.importorskip("lowbit.backends.cpu")
+BACKEND = next(b for b in lowbit.registered_backends() if b.name == "cpu")
+pytestmark = pytest.mark.skipif(not BACKEND.available(), reason=f"C++ CPU backend unavailable: {BACKEND.unavailable_reason()}")
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MS = (1, 2, 3, 4, 5, 8, 17, 64)
+N_ODD, K = 1071, 512
+
+
+def isas():
+    return BACKEND.ext.available_isas()
+
+
+def make_weight(n, k, bits, gs, sym, dtype, act="int8", method="minmax"):
+    w = torch.randn(n, k) * (1 + torch.rand(n, 1))
+    codes, s, z = quant.quantize_weight(w, bits, gs, sym, method=method, scale_dtype=dtype)
+    meta = QuantMeta(bits=bits, group_size=gs, symmetric=sym, act=act)
+    qw = QWeight(packing.pack(codes, bits), s, z, meta, n, k)
+    return codes, qw._replace(layout=BACKEND.prepare(qw), layout_name="cpu")
+
+
+def run(x, qw, bias, isa):
+    old, BACKEND.isa = BACKEND.isa, isa
+    try:
+        return BACKEND.linear(x, qw, bias)
+    finally:
+        BACKEND.isa = old
+
+
+def assert_bits_equal(got, want, what):
+    if torch.equal(got.view(torch.uint8) if got.dtype != torch.float32 else got, want.view(torch.uint8) if want.dtype != torch.float32 else want):
+        return
+    d = (got.float() - want.float()).abs()
+    idx = torch.nonzero(d > 0)[:5].tolist()
+    raise AssertionError(f"{what}: {int((d > 0).sum())} elements differ (max {float(d.max()):.3g}); first {idx}: "
+                         f"got {[float(got[i, j]) for i, j in idx]} want {[float(want[i, j]) for i, j in idx]}")
+
+
+@pytest.mark.parametrize("gs", [32, 64, 128, 256, None], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("sym", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_int8_linear_bit_exact(bits, sym, gs):
+    if sym and bits == 1:
+        pytest.skip("symmetric 1-bit has no zero level (rejected by the configs)")
+    dtype = DTYPES[(bits + (gs or 0) // 32) % 3]
+    codes, qw = make_weight(N_ODD, K, bits, gs, sym, dtype)
+    bias = torch.randn(N_ODD, dtype=dtype) if bits % 2 else None
+    for m in MS:
+        x = torch.randn(m, K, dtype=dtype) * 3
+        want = quant.int8_linear_reference(x, codes, qw.scales, qw.zeros, bits, bias, dtype)
+        scalar = run(x, qw, bias, "scalar")
+        assert_bits_equal(scalar, want, f"scalar vs reference (M={m}, {dtype})")
+        for isa in isas():
+            if isa != "scalar":
+                assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (M={m}, {dtype})")
+
+
+@pytest.mark.parametrize("out_case", ["zero_row", "tiny_n", "big_k"])
+def test_int8_linear_edges(out_case):
+    bits, dtype = 4, torch.bfloat16
+    n, k, m = {"zero_row": (33, 256, 3), "tiny_n": (1, 64, 5), "big_k": (40, 14336, 2)}[out_case]
+    codes, qw = make_weight(n, k, bits, 32, False, dtype)
+    x = torch.randn(m, k, dtype=dtype)
+    if out_case == "zero_row":
+        x[1] = 0  # amax == 0: sx = 1, the row's output is exactly the bias
+    bias = torch.randn(n, dtype=dtype)
+    want = quant.int8_linear_reference(x, codes, qw.scales, qw.zeros, bits, bias, dtype)
+    for isa in isas():
+        assert_bits_equal(run(x, qw, bias, isa), want, f"{isa} {out_case}")
+
+
+def test_threads_do_not_change_results():
+    codes, qw = make_weight(N_ODD, K, 3, 64, False, torch.float32)
+    x = torch.randn(17, K)
+    n0 = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(x, qw, None, "")
+        torch.set_num_threads(max(2, n0))
+        many = run(x, qw, None, "")
+    finally:
+        torch.set_num_threads(n0)
+    assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("method", ["minmax", "hqq"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_weight_only_fp32_path(bits, method, dtype):
+    """act='none' runs the fp32-activation kernels (linear_fp32act_*). Stated tolerance vs
+    the float reference (dequantize in fp32, then matmul in fp32): relative RMS error
+    <= 2e-6 for fp32 activations (summation order only), <= 4e-3 for bf16 (the bf16
+    rounding of the output). Every ISA equals the scalar kernel bit for bit."""
+    n, k = 257, 1024
+    codes, qw = make_weight(n, k, bits, 128 if bits != 3 else None, False, dtype, act="none", method=method)
+    for m in (1, 5, 17):
+        x = torch.randn(m, k, dtype=dtype)
+        bias = torch.randn(n, dtype=dtype)
+        want = quant.weight_only_linear_reference(x.float(), codes, qw.scales, qw.zeros, bits, bias.float())
+        scalar = run(x, qw, bias, "scalar")
+        rel = float((scalar.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt())
+        assert rel <= (2e-6 if dtype == torch.float32 else 4e-3), f"bits={bits} {method} M={m}: relative RMS {rel:.2e}"
+        for isa in isas():
+            if isa != "scalar":
+                assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (act=none, {method}, M={m})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_embedding_exact(bits, dtype):
+    n, k = 300, 96
+    sym = bits > 1 and bits % 2 == 0
+    w = torch.randn(n, k)
+    codes, s, z = quant.quantize_weight(w, bits, 32 if bits != 5 else None, sym, scale_dtype=dtype)
+    meta = QuantMeta(bits=bits, group_size=32 if bits != 5 else None, symmetric=sym)
+    qw = QWeight(packing.pack(codes, bits), s, z, meta, n, k)
+    idx = torch.randint(0, n, (3, 7))
+    got = BACKEND.embedding(idx, qw, dtype)
+    want = quant.dequantize(codes[idx.reshape(-1)], s[idx.reshape(-1)], None if z is None else z[idx.reshape(-1)], bits, dtype)
+    assert got.shape == (3, 7, k)
+    assert_bits_equal(got.reshape(-1, k), want, "embedding")
+    with pytest.raises(IndexError, match="out of range"):
+        BACKEND.embedding(torch.tensor([0, n]), qw, dtype)
+
+
+def test_default_cpu_backend_end_to_end():
+    """quantize_ + the custom op pick this backend on CPU and match the reference backend."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 200), torch.nn.ReLU(), torch.nn.Linear(200, 96)).to(torch.bfloat16)
+    x = torch.randn(5, 256, dtype=torch.bfloat16)
+    lowbit.quantize_(model, lowbit.Int8DynamicActivationConfig(bits=4, group_size=32))
+    w = model[0].weight
+    assert lowbit.backends.select("linear", "cpu", w.qweight(), torch.bfloat16).name == "cpu"
+    assert w.kernel_format == "cpu" and w.kernel_data is not None
+    got = model(x)
+    with use_backend("reference"):
+        want = model(x)
+    assert torch.equal(got, want)
+
+
+def test_unsupported_shapes_fall_back_and_bad_zeros_raise():
+    meta = QuantMeta(bits=4, group_size=16, symmetric=True, act="int8")
+    qw = QWeight(torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 4), None, meta, 8, 64)
+    assert not BACKEND.supports("linear", qw, torch.float32)  # group of 16: not a multiple of 32
+    assert lowbit.backends.select("linear", "cpu", qw, torch.float32).name == "reference"
+    meta = QuantMeta(bits=4, group_size=32, symmetric=False, act="int8")
+    qw = QWeight(torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 2), torch.full((8, 2), 2.5), meta, 8, 64)
+    with pytest.raises(ValueError, match="integer zero points"):
+        BACKEND.prepare(qw)
+    with pytest.raises(ValueError, match="ISA 'nope' is not available"):
+        BACKEND.ext.kernel_name("nope", 1)
+
+
+def test_describe_names_the_kernels():
+    lines = BACKEND.describe()
+    assert any("linear_1x16x32_f32_" in line for line in lines), lines
