@@ -357,6 +357,13 @@ def section_widths(n=14336, k=4096, ms=(1, 4, 16, 64)):
                 log(f"  W{bits} M={m} failed: {type(e).__name__}: {e}")
                 continue
             rows.append(dict(bits=bits, m=m, cublas=cb, lowbit=lb, family=fam, floor=fl))
+            if bits == 8 and m == 1:  # which family should serve 8-bit GEMV
+                for f2, c2 in (("gemv_pipelined", dict(block_n=64, block_k=128, split_k=4, num_warps=2)),
+                               ("gemv_pipelined", dict(block_n=32, block_k=128, split_k=8, num_warps=1)),
+                               ("gemv_splitk", dict(block_n=32, block_k=64, split_k=8, num_warps=1)),
+                               ("gemm_splitk", {})):
+                    us, _ = time_lowbit(n, k, m, bits, 128, f2, c2)
+                    log(f"    W8 M=1 alternative {f2} {c2}: {us:.1f} us")
             log(f"  W{bits} M={m:<4d} cuBLAS {cb:6.1f}  lowbit {lb:6.1f} ({cb / lb:4.2f}) {fam:15s} floor {fl:5.1f} ({fl / lb:4.0%})")
     RESULTS["widths"] = rows
 
@@ -383,7 +390,11 @@ def section_sweep(shapes, ms):
             + [("gemm", dict(block_m=64, block_n=bn, block_k=64, num_warps=nw, num_stages=3)) for bn in (64, 128)
                for nw in (4, 8)],
         1024: [("gemm", dict(block_m=bm, block_n=bn, block_k=bk, num_warps=nw, num_stages=st)) for bm in (64, 128)
-               for bn in (128, 256) for bk in (64,) for nw in (4, 8) for st in (2, 3, 4)] + [("dequant_cublas", {})],
+               for bn in (128, 256) for bk in (64,) for nw in (4, 8) for st in (3,)]
+              + [("dequant_cublas", dict(block_k=bk, block_n=bn, num_warps=nw)) for bk in (32, 64, 128)
+                 for bn in (64, 128, 256) for nw in (4, 8)],
+        128: [("gemm_splitk", dict(block_m=64, block_n=128, block_k=64, split_k=sk, num_warps=4, num_stages=2))
+              for sk in (1, 2, 4)] + [("dequant_cublas", {})],
     }
     out = []
     for n, k in shapes:

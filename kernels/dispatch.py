@@ -32,8 +32,8 @@ class Thresholds:
     """
 
     gemv_max_m: int = 1
-    splitk_max_m: int = 16
-    dequant_min_m: int = 256
+    splitk_max_m: int = 127
+    dequant_min_m: int = 128
 
 
 _DEFAULT = "default"
@@ -110,7 +110,7 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     if family == "gemv":
         return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_splitk":
-        bm = 16 if m <= 16 else (32 if m <= 32 else 64)
+        bm = 16 if m <= 16 else (32 if m <= 32 else 64)  # M=32: bm 32 / split 2 was best
         bn = 128
         tiles = -(-m // bm) * -(-w.n // bn)
         # enough K splits for ~6 programs per SM (8 was best at 14336x4096, M=16)
@@ -120,6 +120,8 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         if m <= 128:
             return dict(block_m=64, block_n=64, block_k=64, group_m=8, num_warps=4, num_stages=3)
         return dict(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=4, num_stages=2)
+    if family == "dequant_cublas":
+        return dict(block_k=64, block_n=128, num_warps=4)
     if family == "gemv_int8":
         return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_int8":

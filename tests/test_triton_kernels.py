@@ -160,10 +160,11 @@ def test_bf16_weights_via_fp32_upcast(family):
     assert_close(out, ref, tol=TOL if DEV == "cpu" else 5e-3)
 
 
-def test_dequantize_matches_reference():
-    n, k, gs, bits = 13, 64, 32, 5
+@pytest.mark.parametrize("block_k", [16, 64])  # inside one group / spanning groups
+def test_dequantize_matches_reference(block_k):
+    n, k, gs, bits = 13, 128, 32, 5
     codes, s, z, dw = make(n, k, bits, gs)
-    wt = dequantize_t(dw, torch.float32, block_k=16, block_n=16)
+    wt = dequantize_t(dw, torch.float32, block_k=block_k, block_n=16)
     assert torch.equal(wt.t(), quant.dequantize(codes, s, z, bits, torch.float32))
 
 
@@ -204,8 +205,15 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw4) == "gemv_revsplitk"
     assert dispatch.choose(1, dw8) == "gemv_splitk"
     assert dispatch.choose(16, dw4) == "gemm_splitk"
-    assert dispatch.choose(64, dw4) == "gemm"
+    assert dispatch.choose(64, dw4) == "gemm_splitk"
+    assert dispatch.choose(128, dw4) == "dequant_cublas"
     assert dispatch.choose(4096, dw4) == "dequant_cublas"
+    old_t = dispatch.thresholds()
+    try:
+        dispatch.set_thresholds(dequant_min_m=1 << 30)
+        assert dispatch.choose(4096, dw4) == "gemm"
+    finally:
+        dispatch.set_thresholds(**{f: getattr(old_t, f) for f in old_t.__dataclass_fields__})
     assert dispatch.choose(3, dw4, act="int8") == "gemm_int8"
     old = dispatch.thresholds()
     try:
