@@ -105,23 +105,24 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     if family == "gemv_pipelined":
         return dict(block_n=32, block_k=128, split_k=8, num_warps=1)
     if family == "gemv_splitk":
-        tiles_n = -(-w.n // 64)
-        return dict(block_n=64, block_k=128, split_k=max(1, min(8, (4 * sms) // max(tiles_n, 1))), num_warps=2)
+        # 8-bit M=1 at 14336x4096: 32 columns, 1 warp, 8 K splits (32 us vs 47 for 64/2/auto)
+        return dict(block_n=32, block_k=64, split_k=8, num_warps=1)
     if family == "gemv":
         return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_splitk":
-        bm = 16 if m <= 16 else (32 if m <= 32 else 64)  # M=32: bm 32 / split 2 was best
-        bn = 128
+        # M<=16: 16x128 tiles, ~6 programs per SM (split 8 best at 14336x4096);
+        # M<=32: 32x128, ~2 per SM (split 2 best); M<=127: 64x64, ~2 per SM (split 1 at
+        # 14336x4096, 4 at 4096x14336 were best)
+        bm, bn, per_sm = (16, 128, 6) if m <= 16 else ((32, 128, 2) if m <= 32 else (64, 64, 2))
         tiles = -(-m // bm) * -(-w.n // bn)
-        # enough K splits for ~6 programs per SM (8 was best at 14336x4096, M=16)
-        return dict(block_m=bm, block_n=bn, block_k=64, split_k=max(1, min(16, (6 * sms) // max(tiles, 1))),
+        return dict(block_m=bm, block_n=bn, block_k=64, split_k=max(1, min(16, (per_sm * sms) // max(tiles, 1))),
                     num_warps=4, num_stages=2)
     if family == "gemm":
         if m <= 128:
             return dict(block_m=64, block_n=64, block_k=64, group_m=8, num_warps=4, num_stages=3)
         return dict(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=4, num_stages=2)
     if family == "dequant_cublas":
-        return dict(block_k=64, block_n=128, num_warps=4)
+        return dict(block_k=32, block_n=256, num_warps=4)  # best of 18 at M=1024
     if family == "gemv_int8":
         return dict(block_n=64, block_k=128, num_warps=2)
     if family == "gemm_int8":
