@@ -18,7 +18,8 @@ import torch
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
 
-__all__ = ["Thresholds", "thresholds", "set_thresholds", "set_config", "choose", "linear", "FAMILIES"]
+__all__ = ["Thresholds", "thresholds", "set_thresholds", "set_config", "set_winner", "choose", "config", "run_family",
+           "linear", "FAMILIES"]
 
 FAMILIES = ("gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
@@ -37,9 +38,12 @@ class Thresholds:
 
 
 _DEFAULT = "default"
-_thresholds: dict[str, Thresholds] = {_DEFAULT: Thresholds()}
+# (device name, width key or None) -> thresholds; the width key is "bits=..|g=..|<act dtype>"
+_thresholds: dict[tuple, Thresholds] = {(_DEFAULT, None): Thresholds()}
 # (device name, family, M bucket, N, K, bits, group size) -> launch kwargs; None in a key = any
 _configs: dict[tuple, dict] = {}
+# (device name, shape key) -> family measured fastest for that exact problem and M bucket
+_winners: dict[tuple, str] = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,16 +64,45 @@ def _dev(device: torch.device) -> tuple[str, int]:
     return _device_name(idx), _sm_count(idx)
 
 
-def thresholds(device: Optional[torch.device] = None) -> Thresholds:
+def _act_name(act: str, x_dtype: Optional[torch.dtype]) -> str:
+    return "int8" if act == "int8" else str(x_dtype or torch.float16).replace("torch.", "")
+
+
+def width_key(bits: int, group_size: int, act_dtype: str) -> str:
+    """Same format as ``lowbit.tuning.width_key``."""
+    return f"bits={bits}|g={group_size}|{act_dtype}"
+
+
+def shape_key(n: int, k: int, bits: int, group_size: int, act_dtype: str, m: int) -> str:
+    """Same format as ``lowbit.tuning.shape_key``."""
+    return f"n={n}|k={k}|bits={bits}|g={group_size}|{act_dtype}|m={_bucket(m)}"
+
+
+def thresholds(device: Optional[torch.device] = None, width: Optional[str] = None) -> Thresholds:
+    """The M thresholds for a device (and optionally one width key), falling back to the
+    device's general entry, then the default."""
     name = _dev(device)[0] if device is not None else _DEFAULT
-    return _thresholds.get(name, _thresholds[_DEFAULT])
+    for key in ((name, width), (name, None), (_DEFAULT, width), (_DEFAULT, None)):
+        if key in _thresholds:
+            return _thresholds[key]
+    return _thresholds[(_DEFAULT, None)]
 
 
-def set_thresholds(device_name: str = _DEFAULT, **kw) -> Thresholds:
-    """Override the M thresholds for a device (by ``torch.cuda.get_device_name``)."""
-    t = dataclasses.replace(_thresholds.get(device_name, _thresholds[_DEFAULT]), **kw)
-    _thresholds[device_name] = t
+def set_thresholds(device_name: str = _DEFAULT, *, width: Optional[str] = None, **kw) -> Thresholds:
+    """Override the M thresholds for a device (by ``torch.cuda.get_device_name``), optionally
+    only for one width key (``width_key(bits, group_size, act_dtype)``)."""
+    base = _thresholds.get((device_name, width)) or _thresholds.get((device_name, None)) or _thresholds[(_DEFAULT, None)]
+    t = dataclasses.replace(base, **kw)
+    _thresholds[(device_name, width)] = t
     return t
+
+
+def set_winner(device_name: str, key: str, family: str) -> None:
+    """Record the family measured fastest for one problem (``shape_key(...)``) on a device;
+    ``choose`` prefers it over the thresholds."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    _winners[(device_name, key)] = family
 
 
 def _bucket(m: int) -> int:
@@ -130,11 +163,19 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     return {}
 
 
-def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.device] = None) -> str:
-    """The family for M rows of activations against ``w``."""
+def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.device] = None,
+           x_dtype: Optional[torch.dtype] = None) -> str:
+    """The family for M rows of activations against ``w``: a measured winner for this exact
+    problem if one was registered (``set_winner``), else the thresholds."""
+    act_name = _act_name(act, x_dtype)
+    if _winners:
+        name = _dev(device)[0] if device is not None else _DEFAULT
+        fam = _winners.get((name, shape_key(w.n, w.k, w.bits, w.group_size, act_name, m)))
+        if fam is not None and fam.endswith("_int8") == (act == "int8") and fam.startswith("gemv") == (m == 1):
+            return fam
     if act == "int8":
         return "gemv_int8" if m == 1 else "gemm_int8"
-    t = thresholds(device)
+    t = thresholds(device, width_key(w.bits, w.group_size, act_name))
     if m <= t.gemv_max_m:
         if w.bits < 8 and revsplitk_block_k(32, w.group_size, w.planes.E) is not None:
             return "gemv_revsplitk"
@@ -182,5 +223,5 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
 def linear(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, act: str = "none") -> torch.Tensor:
     """y = x @ W.T (+ bias) with the family the table picks. x: [M, K] contiguous -> [M, N] x.dtype."""
     m = x.shape[0]
-    family = choose(m, w, act, x.device)
+    family = choose(m, w, act, x.device, x.dtype)
     return run_family(family, x, w, bias, **config(family, m, w, x.device))

@@ -92,11 +92,11 @@ def revsplitk_block_k(block_k: int, group_size: int, e: int) -> Optional[int]:
 
 
 def gemv_revsplitk(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 128,
-                   block_k: int = 32, num_warps: int = 4, num_stages: int = 1, words: bool = True) -> torch.Tensor:
+                   block_k: int = 32, num_warps: int = 4, num_stages: int = 1, words: bool = False) -> torch.Tensor:
     """y = x @ W.T (+ bias). x: [1, K] fp16/bf16/fp32 contiguous -> [1, N] x.dtype.
 
     words: read the codes as 32-bit words of 4 columns when N % 4 == 0 (fewer integer ops
-    per code than byte loads)."""
+    per code; measured no faster on an H200, so off by default: docs/gpu_kernels.md)."""
     if x.dim() != 2 or x.shape[0] != 1 or x.shape[1] != w.k:
         raise ValueError(f"gemv_revsplitk expects x [1, {w.k}], got {tuple(x.shape)}")
     p = w.planes

@@ -226,6 +226,28 @@ def test_dispatch_table():
         dispatch.set_thresholds(**{f: getattr(old, f) for f in old.__dataclass_fields__})
     with pytest.raises(ValueError, match="unknown family"):
         dispatch.set_config("nope", {})
+    with pytest.raises(ValueError, match="unknown family"):
+        dispatch.set_winner("default", "x", "nope")
+
+
+def test_dispatch_winners_and_width_thresholds():
+    """What issue 5's autotune cache installs: per-shape winners, per-width thresholds."""
+    _, _, _, dw = make(16, 256, 4, 128)
+    act = str(ACT).replace("torch.", "")
+    key = dispatch.shape_key(16, 256, 4, 128, act, 16)
+    wkey = dispatch.width_key(4, 128, act)
+    try:
+        dispatch.set_winner("default", key, "gemm")
+        assert dispatch.choose(16, dw, x_dtype=ACT) == "gemm"
+        assert dispatch.choose(15, dw, x_dtype=ACT) == "gemm"  # same M bucket
+        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_splitk"
+        dispatch.set_thresholds(width=wkey, splitk_max_m=4)
+        assert dispatch.choose(8, dw, x_dtype=ACT) == "gemm"
+        _, _, _, dw3 = make(16, 256, 3, 128)
+        assert dispatch.choose(8, dw3, x_dtype=ACT) == "gemm_splitk"  # other widths keep the default
+    finally:
+        dispatch._winners.clear()
+        dispatch._thresholds.pop(("default", wkey), None)
 
 
 @pytest.mark.parametrize("m", [1, 7, 40, 300])
@@ -265,7 +287,7 @@ def test_gemv_word_path(bits):
     codes, s, z, dw = make(n, k, bits, gs, sym=bits in (2, 5))
     x = torch.randn(1, k, device=DEV, dtype=ACT)
     ref = reference_linear(x, codes, s, z, bits)
-    assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16), ref)
+    assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16, words=True), ref)
     assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16, words=False), ref)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +54,23 @@ class TritonBackend(Backend):
 
     def __init__(self):
         self._reason = ""
+        self._tuned: set = set()
+
+    def _install_tuning(self, device: torch.device) -> None:
+        """Once per device: load tuned configs/winners (``lowbit.autotune.install``) into the
+        dispatch table. Reads files only; a failure leaves the defaults and warns once."""
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if idx in self._tuned:
+            return
+        self._tuned.add(idx)
+        try:
+            from lowbit import autotune
+            from lowbit.kernels import dispatch
+
+            autotune.install(torch.device("cuda", idx), dispatch)
+        except Exception as e:  # a missing optional dependency or an unreadable cache
+            warnings.warn(f"lowbit: tuned Triton configs not loaded ({type(e).__name__}: {e}); using defaults",
+                          stacklevel=2)
 
     def available(self) -> bool:
         try:
@@ -87,6 +105,8 @@ class TritonBackend(Backend):
     def prepare(self, w: QWeight) -> Optional[torch.Tensor]:
         from lowbit.kernels.layout import make_layout
 
+        if w.qdata.is_cuda:
+            self._install_tuning(w.qdata.device)
         return make_layout(w.qdata, w.scales, w.zeros, w.meta.bits)
 
     def device_weight(self, w: QWeight):
@@ -102,6 +122,8 @@ class TritonBackend(Backend):
         """x: [M, K] fp16/bf16 contiguous, M >= 1 -> [M, N] x.dtype."""
         from lowbit.kernels import dispatch
 
+        if x.is_cuda:
+            self._install_tuning(x.device)
         return dispatch.linear(x, self.device_weight(w), bias, w.meta.act)
 
     def describe(self) -> list[str]:
