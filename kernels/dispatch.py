@@ -182,11 +182,11 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
         return "gemv_splitk"
     if m <= t.splitk_max_m:
         if m > 32:
-            # 64x64 tiles: where they alone give >= 2 programs per SM, split-K would be 1 and
-            # the GEMM family's grouped order + 3 stages won (H200, M=64: 14336x4096 67.7 vs
-            # 79.3 us, 28672x4096 128.9 vs 157.0 us); otherwise split-K (4096x14336: 76 vs 167 us)
+            # 64x64 tiles: where they alone give >= 1 program per SM, the GEMM family's grouped
+            # order + 3 stages won (H200, M=64: 14336x4096 67.7 vs 79.6 us, 28672x4096 128.2 vs
+            # 157.0 us); with fewer tiles split-K wins (4096x14336: 76.6 vs 167 us)
             sms = _dev(device)[1] if device is not None else 132
-            if -(-m // 64) * -(-w.n // 64) >= 2 * sms and m < t.dequant_min_m:
+            if -(-m // 64) * -(-w.n // 64) >= sms and m < t.dequant_min_m:
                 return "gemm"
         return "gemm_splitk"
     if m < t.dequant_min_m:

@@ -206,8 +206,8 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw8) == "gemv_splitk"
     assert dispatch.choose(16, dw4) == "gemm_splitk"
     assert dispatch.choose(64, dw4) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
-    _, _, _, wide = make(64 * 264, 64, 4, 32)
-    assert dispatch.choose(64, wide) == "gemm"  # enough 64x64 tiles for 2 programs per SM
+    _, _, _, wide = make(64 * 132, 64, 4, 32)
+    assert dispatch.choose(64, wide) == "gemm"  # enough 64x64 tiles for a program per SM
     assert dispatch.choose(128, dw4) == "dequant_cublas"
     assert dispatch.choose(4096, dw4) == "dequant_cublas"
     old_t = dispatch.thresholds()
