@@ -274,9 +274,15 @@ def install(device: torch.device, dispatch) -> tuning.DeviceTuning:
         k = tuning.TuneKey.decode(tkey)
         dispatch.set_config(k.family, ent["config"], device_name=did.name, m=k.m_bucket, n=k.n, k=k.k,
                             bits=k.bits, group_size=k.group_size)
-    if hasattr(dispatch, "set_winner"):
-        for skey, ent in found.winners.items():
-            dispatch.set_winner(did.name, skey, ent["family"])
+    for skey, ent in found.winners.items():
+        dispatch.set_winner(did.name, skey, ent["family"])
+    for wkey, ent in found.thresholds.items():
+        fields = {f: ent[f] for f in ("gemv_max_m", "splitk_max_m", "dequant_min_m") if f in ent}
+        dispatch.set_thresholds(did.name, width=wkey, **fields)
+    if not found:
+        tuning._warn_once(
+            f"lowbit: no tuned Triton configs for {did.name} (sm {did.capability}); using heuristic defaults. "
+            "Run `lowbit autotune --preset llama-3.1-8b` (or --model/--shapes) once to tune this GPU; see docs/autotune.md")
     return found
 
 

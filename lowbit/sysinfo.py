@@ -56,6 +56,8 @@ def cache_dir() -> str:
     env = os.environ.get("LOWBIT_CACHE_DIR")
     if env:
         return env
-    import platformdirs
-
+    try:
+        import platformdirs
+    except ImportError:  # a declared dependency, but keep `info` and the kernels working without it
+        return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lowbit")
     return platformdirs.user_cache_dir("lowbit")
