@@ -306,3 +306,44 @@ def test_gemv_pipelined(bits, split_k):
     assert_close(gemv_pipelined(x, dw, bias, block_n=16, block_k=32, split_k=split_k), ref)
     with pytest.raises(ValueError, match="single-plane"):
         gemv_pipelined(x, make(8, k, 3, gs)[3])
+
+
+def test_lowbit_tensor_through_triton_backend():
+    """End to end on a GPU-less machine: the Triton backend registered for CPU tensors (the
+    interpreter runs them) serves LowBitTensor's F.linear, including the cached layout."""
+    from torch import nn
+
+    import lowbit
+    from lowbit.backends import register_backend, unregister_backend, use_backend
+    from lowbit.backends.triton import TritonBackend
+
+    class CpuTriton(TritonBackend):
+        name = "triton_cpu_test"
+        priority = -1000  # never chosen unless forced
+        device_types = ("cpu",)
+
+        def available(self):
+            return True
+
+        def supports(self, op, w, x_dtype):
+            return op == "linear" and x_dtype in (None, torch.float32) and super().supports(op, w, None)
+
+    be = register_backend(CpuTriton())
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 40, bias=False)).eval()
+        ref_model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 40, bias=False)).eval()
+        ref_model.load_state_dict(model.state_dict())
+        with use_backend("triton_cpu_test"):
+            lowbit.quantize_(model, lowbit.WeightOnlyConfig(bits=4, group_size=16))
+            assert model[0].weight.kernel_format == "triton_cpu_test"
+            x = torch.randn(3, 64)
+            with torch.no_grad():
+                out = model(x)
+        with use_backend("reference"):
+            lowbit.quantize_(ref_model, lowbit.WeightOnlyConfig(bits=4, group_size=16))
+            with torch.no_grad():
+                ref = ref_model(x)
+        assert_close(out, ref)
+    finally:
+        unregister_backend(be.name)
