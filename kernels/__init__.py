@@ -5,7 +5,8 @@ backend (``lowbit.backends.triton``) loads the modules lazily. Map (docs/gpu_ker
 
 * ``layout``         device layout derived from the canonical format (pure torch)
 * ``unpack``         shared ``@triton.jit`` unpack / dequant / tile helpers
-* ``gemv``           GEMV (M=1, CUDA cores) and its split-K form (8-bit); int8-act GEMV
+* ``gemv``           GEMV (M=1, CUDA cores), its split-K form (8-bit), the prefetching
+                     GEMV for single-plane widths; int8-act GEMV
 * ``gemv_revsplitk`` reverse split-K GEMV for packed widths (two tiles per program)
 * ``gemm_splitk``    split-K GEMM on tensor cores (M ~ 2-64)
 * ``gemm``           GEMM for large M; int8-activation GEMM (int8 ``tl.dot``)

@@ -8,6 +8,10 @@ tensor-core tile). Program ``(pid_n, pid_k)`` owns ``BN`` output columns and the
 ``s * (d - z * sx)``. With ``SPLIT_K > 1`` partial sums go by ``atomic_add`` into an fp32
 workspace that the launcher zeroes inside the op (safe under CUDA-graph replay).
 
+``gemv_pipelined`` (single-plane widths 1/2/4/8) loads the next tile's codes, activations
+and scale/zero while computing the current one; it is correct and selectable but measured
+no faster than reverse split-K on an H200 (docs/gpu_kernels.md), so it is not a default.
+
 The int8-activation form (``gemv_int8``) cannot split K: the reference sums groups in
 order in fp32, so one program walks all groups in order, with an exact int32 sum per
 group, then ``y = y + s_g * acc_g`` (launched without FP fusion, so no FMA), ``y *= sx``,
@@ -22,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .layout import DeviceWeight, tile_k
-from .unpack import codes_to_f32, gemv_tile, load_group_params, split_slices, _slice_of
+from .unpack import _slice_of, codes_to_f32, gemv_tile, load_group_params, split_slices
 
 
 @triton.jit
