@@ -368,6 +368,36 @@ def section_widths(n=14336, k=4096, ms=(1, 4, 16, 64)):
     RESULTS["widths"] = rows
 
 
+def section_acts(n=14336, k=4096, ms=(1, 4, 16, 64, 1024)):
+    """bf16 activations and int8 per-token activations (W4 g128) vs dense cuBLAS in the same
+    dtype (int8 rows include the activation quantization, which runs as torch ops)."""
+    from lowbit.kernels import dispatch
+
+    rows = []
+    log(f"{n}x{k} W4 g128: µs (x dense cuBLAS of the same activation dtype)")
+    for act, dtype in (("bf16", torch.bfloat16), ("int8", torch.float16)):
+        for m in ms:
+            try:
+                ws = [torch.randn(n, k, device="cuda", dtype=dtype) for _ in range(copies_for(2 * n * k))]
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                cb = graph_us([lambda w=w: F.linear(x, w) for w in ws])
+                del ws
+                probe = make_weight(n, k, 4, 128, dtype, real=False)[3]
+                dws = [probe] + [make_weight(n, k, 4, 128, dtype, real=False)[3]
+                                 for _ in range(copies_for(probe.codes.numel()) - 1)]
+                a = "int8" if act == "int8" else "none"
+                fam = dispatch.choose(m, probe, a, x.device, x.dtype)
+                cfg = dispatch.config(fam, m, probe, x.device)
+                lb = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **cfg) for d in dws])
+                del dws
+            except Exception as e:
+                log(f"  {act} M={m} failed: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            rows.append(dict(act=act, m=m, cublas=cb, lowbit=lb, family=fam))
+            log(f"  {act:5s} M={m:<5d} cuBLAS {cb:7.1f}  lowbit {lb:7.1f} ({cb / lb:4.2f}) {fam}")
+    RESULTS["acts"] = rows
+
+
 def section_sweep(shapes, ms):
     """Configs per family; prints the best for each (shape, M)."""
     cands = {
@@ -418,7 +448,7 @@ def main():
     global LOG
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/lowbit-bench"))
-    ap.add_argument("--only", default="check,compile,sweep,bench,widths")
+    ap.add_argument("--only", default="check,compile,sweep,bench,widths,acts")
     ap.add_argument("--shapes", default="all", help="'all' or 'NxK,NxK'")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--sweep-shapes", default="14336x4096,4096x4096")
@@ -441,6 +471,8 @@ def main():
                 section_check()
             elif name == "compile":
                 section_compile()
+            elif name == "acts":
+                section_acts()
             elif name == "widths":
                 section_widths()
             elif name == "sweep":
