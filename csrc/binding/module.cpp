@@ -24,8 +24,8 @@ T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 PYBIND11_MODULE(_C_cpu, m) {
   m.doc() = "lowbit C++ CPU kernels (int8-activation x 1-8 bit weight linear, low-bit embedding)";
 
-  py::enum_<DType>(m, "DType").value("f32", DType::f32).value("bf16", DType::bf16).value("f16", DType::f16);
-  py::enum_<ZeroKind>(m, "ZeroKind")
+  py::enum_<DType>(m, "DType", py::module_local()).value("f32", DType::f32).value("bf16", DType::bf16).value("f16", DType::f16);
+  py::enum_<ZeroKind>(m, "ZeroKind", py::module_local())
       .value("symmetric", ZeroKind::symmetric)
       .value("u8", ZeroKind::u8)
       .value("f32", ZeroKind::f32);

@@ -58,6 +58,7 @@ struct IsaAvx2 {
       return _mm256_add_epi32(acc, _mm256_madd_epi16(hi, _mm256_set1_epi16(16)));
     }
   }
+  static LOWBIT_INLINE Acc acc_add(Acc a, Acc b) { return _mm256_add_epi32(a, b); }
   static LOWBIT_INLINE Acc add_scalar(Acc a, int32_t b) { return _mm256_add_epi32(a, _mm256_set1_epi32(b)); }
   static LOWBIT_INLINE F load_scales(const uint8_t* sp, DType sdt) {
     switch (sdt) {

@@ -50,6 +50,7 @@ struct IsaAvx512Vnni {
     std::memcpy(&x4, x, 4);
     return _mm512_dpbusd_epi32(acc, codes, _mm512_set1_epi32(x4));
   }
+  static LOWBIT_INLINE Acc acc_add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
   static LOWBIT_INLINE Acc add_scalar(Acc a, int32_t b) { return _mm512_add_epi32(a, _mm512_set1_epi32(b)); }
   static LOWBIT_INLINE F load_scales(const uint8_t* sp, DType sdt) {
     switch (sdt) {

@@ -53,6 +53,7 @@ struct IsaNeonDot {
     else c = vreinterpretq_s8_u8(codes);
     return vdotq_s32(acc, c, xb);
   }
+  static LOWBIT_INLINE Acc acc_add(Acc a, Acc b) { return vaddq_s32(a, b); }
   static LOWBIT_INLINE Acc add_scalar(Acc a, int32_t b) { return vaddq_s32(a, vdupq_n_s32(b)); }
   static LOWBIT_INLINE F load_scales(const uint8_t* sp, DType sdt) {
     switch (sdt) {

@@ -42,6 +42,7 @@ struct IsaScalar {
     for (int j = 0; j < kQuad; ++j) acc += int32_t((v >> (8 * j)) & 0xffu) * int32_t(x[j]);
     return acc;
   }
+  static LOWBIT_INLINE Acc acc_add(Acc a, Acc b) { return a + b; }
   static LOWBIT_INLINE Acc add_scalar(Acc a, int32_t b) { return a + b; }
   static LOWBIT_INLINE F group_update(F y, Acc acc, const uint8_t* sp, DType sdt, const uint8_t* zp, ZeroKind zk,
                                       int32_t zsym, int32_t sumx) {

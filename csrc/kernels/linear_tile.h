@@ -60,14 +60,23 @@ void linear_tile(const TileArgs& a) {
   const uint8_t* scales = a.tile + a.scales_offset;
   const uint8_t* zeros = a.tile + a.zeros_offset;
 
+  // With one activation row, a long group (per-channel) is one dependent chain of vpdpbusd:
+  // split it over S partial sums (integer adds, exact in any order) once a group spans
+  // several blocks, so their latency overlaps
+  constexpr int S = MR == 1 ? 4 : 1;
+  const bool split = S > 1 && blocks_per_group > 1;
+
   F y[MR][P];
   for (int m = 0; m < MR; ++m)
     for (int p = 0; p < P; ++p) y[m][p] = I::f_zero();
 
   for (int64_t g = 0; g < groups; ++g) {
     Acc acc[MR][P];
+    Acc part[S][P];  // the extra partial sums for MR == 1
     for (int m = 0; m < MR; ++m)
       for (int p = 0; p < P; ++p) acc[m][p] = I::acc_zero();
+    for (int q = 0; q < S; ++q)
+      for (int p = 0; p < P; ++p) part[q][p] = I::acc_zero();
     for (int b = 0; b < blocks_per_group; ++b) {
       const int64_t blk_index = g * blocks_per_group + b;
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
@@ -77,12 +86,23 @@ void linear_tile(const TileArgs& a) {
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
         unroll<kCodeVecs>([&](auto cc) {
           constexpr int c = decltype(cc)::value;
+          if constexpr (S > 1) {
+            if (split) {
+              part[c % S][p] = I::template dot<BITS>(part[c % S][p], cv[c], xk + c * kQuad);
+              return;
+            }
+          }
           unroll<MR>([&](auto mm) {
             constexpr int m = decltype(mm)::value;
             acc[m][p] = I::template dot<BITS>(acc[m][p], cv[c], xk + m * a.ldx + c * kQuad);
           });
         });
       });
+    }
+    if constexpr (S > 1) {
+      if (split)
+        for (int p = 0; p < P; ++p)
+          for (int q = 0; q < S; ++q) acc[0][p] = I::acc_add(acc[0][p], part[q][p]);
     }
     // group epilogue: integer zero-point correction, then y += s * float(acc)
     for_parts<P, I::kUnrollParts>([&](int p) {

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""CPU benchmark of the C++ kernels (issue 3): lowbit int8-activation x W{2,3,4,8} linear
+against dense fp32/bf16 ``F.linear``, torch's int4 WOQ (``aten._weight_int4pack_mm_for_cpu``)
+and int8 WOQ (``aten._weight_int8pack_mm``), all in one process on the same inputs.
+
+Method (shared/PERFORMANCE.md): floor = bytes / measured read bandwidth, where bytes =
+packed codes + bf16 group scales + bf16 activations + bf16 output, and the read bandwidth is
+an int64 sum over 1 GiB with all threads. Each op is timed as the median of >= 30 calls
+after warm-up, rotating over enough weight copies to exceed 4x the L3 size (every call
+starts with a cold cache, as in a model). lowbit is called through its backend (kernel +
+the thin Python wrapper), with the default Int8DynamicActivationConfig layout (symmetric,
+group 32, bf16 scales); torch's int4 kernel uses the same group size.
+
+Usage:
+    python benchmarks/bench_cpu.py                       # the full table (~2-4 min on 2 cores)
+    python benchmarks/bench_cpu.py --shapes 4096x14336 --ms 1,4 --bits 4
+    python benchmarks/bench_cpu.py --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import lowbit
+from lowbit import packing
+from lowbit.meta import QuantMeta, QWeight
+
+SHAPES = [(4096, 4096), (6144, 4096), (14336, 4096), (4096, 14336)]  # (N, K), Llama-3.1-8B
+MS = [1, 4, 16, 64]
+BITS = [2, 3, 4, 8]
+GROUP = 32
+
+
+@dataclass
+class Row:
+    n: int
+    k: int
+    m: int
+    floor_us: dict = field(default_factory=dict)  # bits -> floor
+    us: dict = field(default_factory=dict)        # op name -> median us
+
+
+def l3_bytes() -> int:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            s = f.read().strip()
+        return int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20}[s[-1]]
+    except (OSError, ValueError, KeyError):
+        return 32 << 20
+
+
+def read_bandwidth() -> float:
+    """Bytes/s of an int64 sum over 1 GiB with all torch threads (median of 10)."""
+    x = torch.ones((1 << 30) // 8, dtype=torch.int64)
+    for _ in range(2):
+        x.sum()
+    ts = []
+    for _ in range(10):
+        t = time.perf_counter()
+        x.sum()
+        ts.append(time.perf_counter() - t)
+    del x
+    return (1 << 30) / statistics.median(ts)
+
+
+def timeit(fns, reps: int) -> float:
+    """Median seconds per call, calling fns[i % len(fns)] (one per weight copy)."""
+    for f in fns[: max(2, min(len(fns), 4))]:
+        f()
+    ts = []
+    i = 0
+    for _ in range(reps):
+        f = fns[i % len(fns)]
+        i += 1
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def copies_for(nbytes: int) -> int:
+    return max(1, math.ceil(4 * l3_bytes() / max(nbytes, 1)))
+
+
+def lowbit_weights(n, k, bits, backend, count):
+    out = []
+    for _ in range(count):
+        codes = torch.randint(0, 1 << bits, (n, k), dtype=torch.uint8)
+        scales = (torch.rand(n, k // GROUP) * 0.01 + 1e-3).to(torch.bfloat16)
+        qw = QWeight(packing.pack(codes, bits), scales, None, QuantMeta(bits, GROUP, True, act="int8"), n, k)
+        out.append(qw._replace(layout=backend.prepare(qw), layout_name=backend.name))
+    return out
+
+
+def lowbit_bytes(n, k, bits, m):
+    return n * k // 8 * bits + n * (k // GROUP) * 2 + m * k * 2 + m * n * 2
+
+
+def bench_shape(n, k, ms, bits_list, reps, backend, peers=True):
+    rows = [Row(n, k, m) for m in ms]
+    xs = {m: torch.randn(m, k, dtype=torch.bfloat16) for m in ms}
+
+    def run_op(name, nbytes, make_fns):
+        cnt = copies_for(nbytes)
+        fns_by_m = make_fns(cnt)
+        for row in rows:
+            row.us[name] = timeit(fns_by_m(row.m), reps) * 1e6
+
+    if peers:
+        # dense fp32 / bf16
+        for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            def make(cnt, dt=dt):
+                ws = [torch.randn(n, k, dtype=dt) for _ in range(cnt)]
+                return lambda m: [lambda w=w, x=xs[m].to(dt): F.linear(x, w) for w in ws]
+            run_op(name, n * k * (4 if dt == torch.float32 else 2), make)
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+        # torch int4 weight-only (group GROUP, bf16), as torchao's CPU int4 path calls it
+        def make_int4(cnt):
+            packs = []
+            for _ in range(cnt):
+                w = torch.randint(0, 16, (n, k), dtype=torch.int32)
+                wp = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w, 1)
+                sz = torch.rand(k // GROUP, n, 2, dtype=torch.bfloat16)
+                packs.append((wp, sz))
+            return lambda m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p[0], GROUP, p[1]) for p in packs]
+        run_op("torch-int4", n * k // 2, make_int4)
+
+        # torch int8 weight-only (per channel, bf16)
+        def make_int8(cnt):
+            ws = [(torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n, dtype=torch.bfloat16)) for _ in range(cnt)]
+            return lambda m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int8pack_mm(x, p[0], p[1]) for p in ws]
+        run_op("torch-int8", n * k, make_int8)
+
+    for bits in bits_list:
+        def make_lb(cnt, bits=bits):
+            ws = lowbit_weights(n, k, bits, backend, cnt)
+            return lambda m: [lambda w=w, x=xs[m]: backend.linear(x, w, None) for w in ws]
+        run_op(f"W{bits}", lowbit_bytes(n, k, bits, 1), make_lb)
+        for row in rows:
+            row.floor_us[bits] = lowbit_bytes(n, k, bits, row.m) / BW * 1e6
+    return rows
+
+
+def fmt_table(rows, bits_list, peers):
+    cols = (["fp32", "bf16", "torch-int4", "torch-int8"] if peers else []) + [f"W{b}" for b in bits_list]
+    head = ["N x K", "M", *[f"{c} us" for c in cols], "W4 floor us", "W4 %BW", "W4 x bf16"] if 4 in bits_list else ["N x K", "M", *[f"{c} us" for c in cols]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"{r.n}x{r.k}", str(r.m), *[f"{r.us[c]:.0f}" for c in cols]]
+        if 4 in bits_list:
+            w4 = r.us["W4"]
+            cells += [f"{r.floor_us[4]:.0f}", f"{100 * r.floor_us[4] / w4:.0f}%",
+                      f"{r.us['bf16'] / w4:.2f}" if "bf16" in r.us else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(rows):
+    """Issue-3 item 8, evaluated on this run."""
+    out = []
+    for r in rows:
+        if "W4" not in r.us:
+            continue
+        eff = r.floor_us[4] / r.us["W4"]
+        tag = f"{r.n}x{r.k} M={r.m}"
+        if r.m == 1:
+            ok = eff >= 0.85 and ("torch-int4" not in r.us or r.us["W4"] < r.us["torch-int4"])
+            extra = f", torch-int4 {r.us['torch-int4']:.0f} us ({100 * r.floor_us[4] / r.us['torch-int4']:.0f}% of the W4 floor)" if "torch-int4" in r.us else ""
+            out.append(f"[{'MET' if ok else 'NOT MET'}] W4 M=1 >= 85% BW and faster than torch int4: {tag}: {100 * eff:.0f}%{extra}")
+            for b in (2, 3):
+                if f"W{b}" in r.us:
+                    want = lowbit_bytes(r.n, r.k, 4, 1) / lowbit_bytes(r.n, r.k, b, 1)
+                    got = r.us["W4"] / r.us[f"W{b}"]
+                    out.append(f"[{'MET' if got >= 0.9 * want else 'NOT MET'}] W{b} M=1 speedup over W4 {got:.2f}x vs bytes ratio {want:.2f}x: {tag}")
+        if r.m == 4:
+            out.append(f"[{'MET' if eff >= 0.70 else 'NOT MET'}] W4 M=4 >= 70% BW: {tag}: {100 * eff:.0f}%")
+        if r.m == 64 and "bf16" in r.us:
+            sp = r.us["bf16"] / r.us["W4"]
+            out.append(f"[{'MET' if sp >= 1.5 else 'NOT MET'}] W4 M=64 >= 1.5x bf16 dense: {tag}: {sp:.2f}x")
+    return out
+
+
+def main(argv=None):
+    global BW
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="N x K list, e.g. 4096x14336")
+    p.add_argument("--ms", default=",".join(map(str, MS)))
+    p.add_argument("--bits", default=",".join(map(str, BITS)))
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-peers", action="store_true", help="lowbit only")
+    p.add_argument("--json", default=None, help="also write the results here")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    backend = next(b for b in lowbit.registered_backends() if b.name == "cpu")
+    if not backend.available():
+        raise SystemExit(f"the C++ CPU backend is unavailable: {backend.unavailable_reason()}")
+    shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    ms = [int(v) for v in a.ms.split(",")]
+    bits_list = [int(v) for v in a.bits.split(",")]
+    torch.manual_seed(0)
+    BW = read_bandwidth()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {l3_bytes() >> 20} MiB, "
+          f"read bandwidth {BW / 1e9:.1f} GB/s (int64 sum, 1 GiB)")
+    for line in backend.describe():
+        print("  " + line)
+    rows = []
+    for n, k in shapes:
+        t = time.time()
+        rows += bench_shape(n, k, ms, bits_list, a.reps, backend, peers=not a.no_peers)
+        print(f"  {n}x{k} done in {time.time() - t:.0f} s", flush=True)
+    print()
+    print(fmt_table(rows, bits_list, not a.no_peers))
+    print()
+    for line in targets(rows):
+        print(line)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"bandwidth": BW, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, f, indent=1)
+
+
+BW = 32e9
+
+if __name__ == "__main__":
+    main()
