@@ -398,6 +398,33 @@ def section_acts(n=14336, k=4096, ms=(1, 4, 16, 64, 1024)):
     RESULTS["acts"] = rows
 
 
+def section_int8_sweep(n=14336, k=4096):
+    """Launch configs of the int8-activation families (W4 g128)."""
+    cands = {
+        1: [dict(block_n=bn, block_k=128, groups_per_program=g, num_warps=w) for bn in (32, 64, 128)
+            for g in (1, 2) for w in (1, 2, 4)],
+        16: [dict(block_m=16, block_n=bn, block_k=128, num_warps=w) for bn in (32, 64, 128) for w in (4, 8)],
+        64: [dict(block_m=bm, block_n=bn, block_k=128, num_warps=w) for bm in (32, 64) for bn in (64, 128)
+             for w in (4, 8)],
+    }
+    out = []
+    for m, cfgs in cands.items():
+        fam = "gemv_int8" if m == 1 else "gemm_int8"
+        best = None
+        for cfg in cfgs:
+            try:
+                us, _ = time_lowbit(n, k, m, 4, 128, fam, cfg)
+            except Exception as e:
+                log(f"  {fam} {cfg} failed: {type(e).__name__}: {str(e)[:100]}")
+                continue
+            out.append(dict(n=n, k=k, m=m, family=fam, cfg=cfg, us=us))
+            if best is None or us < best[0]:
+                best = (us, cfg)
+        if best:
+            log(f"  best int8 {n}x{k} M={m}: {best[0]:.1f} µs {fam} {best[1]}")
+    RESULTS["int8_sweep"] = out
+
+
 def section_sweep(shapes, ms):
     """Configs per family; prints the best for each (shape, M)."""
     cands = {
@@ -471,6 +498,8 @@ def main():
                 section_check()
             elif name == "compile":
                 section_compile()
+            elif name == "int8sweep":
+                section_int8_sweep()
             elif name == "acts":
                 section_acts()
             elif name == "widths":

@@ -89,13 +89,17 @@ def _gemm_int8_kernel(
     n_mask = offs_n < N
     offs_j = tl.arange(0, BKE)
     y = tl.zeros([BM, BN], dtype=tl.float32)
+    # contiguous activation tiles, loaded one tile ahead (across group boundaries too)
+    a = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, 0, K, BK)
     for g0 in range(0, K, GS):
+        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
         acc = tl.zeros([BM, BN], dtype=tl.int32)
         xsum = tl.zeros([BM], dtype=tl.int32)
         for k0 in range(g0, g0 + GS, BK):
-            acc, xsum = dot_tile_int8(acc, xsum, xq_ptr, stride_xm, offs_m, m_mask, q_ptr, N, K, k0, offs_j, offs_n,
-                                      n_mask, W0, W1, W2, E, BITS, BKE, BN, USE_DOT)
-        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
+            a_next = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, k0 + BK, K, BK)
+            acc, xsum = dot_tile_int8(acc, xsum, a, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
+                                      W0, W1, W2, E, BITS, BM, BKE, BN, USE_DOT)
+            a = a_next
         acc = acc - (z.to(tl.int32) - OFF)[None, :] * xsum[:, None]
         y = y + s[None, :] * acc.to(tl.float32)
     y = y * tl.load(sx_ptr + offs_m, mask=m_mask, other=0.0)[:, None]

@@ -12,10 +12,11 @@ workspace that the launcher zeroes inside the op (safe under CUDA-graph replay).
 and scale/zero while computing the current one; it is correct and selectable but measured
 no faster than reverse split-K on an H200 (docs/gpu_kernels.md), so it is not a default.
 
-The int8-activation form (``gemv_int8``) cannot split K: the reference sums groups in
-order in fp32, so one program walks all groups in order, with an exact int32 sum per
-group, then ``y = y + s_g * acc_g`` (launched without FP fusion, so no FMA), ``y *= sx``,
-``y += bias``.
+The int8-activation form (``gemv_int8``) cannot add partial sums across K splits: the
+reference sums groups in order in fp32. It either walks all groups in one program (exact
+int32 per group, ``y = y + s_g * acc_g`` without FMA, ``y *= sx``, ``y += bias``), or, by
+default, spreads the groups over the grid, stores each ``s_g * acc_g`` and sums them in group
+order in a second kernel: the same bits, K-parallel.
 """
 from __future__ import annotations
 
@@ -167,6 +168,55 @@ def gemv_pipelined(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor
     return _finish(out, bias, x.dtype) if atomic else out
 
 
+@triton.jit
+def _gemv_int8_groups_kernel(
+    xq_ptr, q_ptr, s_ptr, z_ptr, parts_ptr, N, K, GS, GPP,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    HAS_Z: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+):
+    """int8 GEMV split over groups: program (pid_n, pid_g) writes the per-group terms
+    ``t_g = s_g * float(acc_g)`` of its GPP groups to parts [G, N]; the ordered reduction is a
+    second kernel, so the sum keeps the reference's group order (bit-exact) while K is
+    spread over the grid."""
+    pid_n = tl.program_id(0).to(tl.int64)
+    pid_g = tl.program_id(1).to(tl.int64)
+    BKE: tl.constexpr = BK // E
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    n_mask = offs_n < N
+    offs_j = tl.arange(0, BKE)
+    g_lo = pid_g * GPP
+    g_hi = tl.minimum(g_lo + GPP, K // GS)
+    for g in range(g_lo, g_hi):
+        d2 = tl.zeros([BKE, BN], dtype=tl.int32)
+        xs = tl.zeros([BKE], dtype=tl.int32)
+        for k0 in range(g * GS, g * GS + GS, BK):
+            d2, xs = gemv_tile(d2, xs, xq_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, True)
+        s, z = load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z, BITS)
+        acc = tl.sum(d2, axis=0) - z.to(tl.int32) * tl.sum(xs, axis=0)
+        tl.store(parts_ptr + g * N + offs_n, s * acc.to(tl.float32), mask=n_mask)
+
+
+@triton.jit
+def _int8_group_reduce_kernel(parts_ptr, sx_ptr, bias_ptr, out_ptr, M, N, G,
+                              HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """out [M, N] = ((sum over g in order of parts[g]) * sx[m]) + bias[n], fp32 then cast:
+    exactly the reference's order (launched without FP fusion)."""
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M * N
+    y = tl.zeros([BLOCK], dtype=tl.float32)
+    for g in range(0, G):
+        y = y + tl.load(parts_ptr + g * M * N + offs, mask=mask, other=0.0)
+    y = y * tl.load(sx_ptr + offs // N, mask=mask, other=0.0)
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# elements per program of the ordered int8 reduction
+_REDUCE_BLOCK = 1024
+
+
 def _finish(ws: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """fp32 split-K workspace -> output dtype, bias added in fp32."""
     if bias is not None:
@@ -208,10 +258,14 @@ def gemv(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, 
 
 
 def gemv_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], out_dtype: torch.dtype,
-              *, block_n: int = 64, block_k: int = 128, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+              *, block_n: int = 64, block_k: int = 128, groups_per_program: int = 1, num_warps: int = 4,
+              num_stages: int = 2) -> torch.Tensor:
     """int8-activation GEMV. xq: [1, K] int8, sx: [1] fp32 (per-token scale) -> [1, N] out_dtype.
 
     Bit-exact against ``lowbit.quant.int8_linear_reference`` (zeros must be integers).
+    groups_per_program > 0 (and fewer than the groups): K is spread over the grid by groups,
+    per-group terms go to an fp32 buffer [G, N] and a second kernel sums them in group order;
+    0: one program walks all of K for its columns.
     """
     if xq.dtype != torch.int8 or xq.shape != (1, w.k):
         raise ValueError(f"gemv_int8 expects xq int8 [1, {w.k}], got {xq.dtype} {tuple(xq.shape)}")
@@ -220,6 +274,20 @@ def gemv_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optiona
     if bk is None:
         raise ValueError(f"gemv_int8: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
     out = torch.empty(1, w.n, dtype=out_dtype, device=xq.device)
+    groups = w.k // w.group_size
+    if groups_per_program and groups > groups_per_program:
+        parts = torch.empty(groups, 1, w.n, dtype=torch.float32, device=xq.device)  # fully written
+        grid = (triton.cdiv(w.n, block_n), triton.cdiv(groups, groups_per_program))
+        _gemv_int8_groups_kernel[grid](
+            xq, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, parts, w.n, w.k, w.group_size,
+            groups_per_program, p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None, bk, block_n,
+            num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
+        )
+        _int8_group_reduce_kernel[(triton.cdiv(w.n, _REDUCE_BLOCK),)](
+            parts, sx, bias if bias is not None else sx, out, 1, w.n, groups, bias is not None, _REDUCE_BLOCK,
+            num_warps=4, enable_fp_fusion=False,
+        )
+        return out
     grid = (triton.cdiv(w.n, block_n),)
     _gemv_int8_kernel[grid](
         xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,

@@ -67,7 +67,8 @@ def load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z: tl.constexpr, B
     """Scale and zero of group ``g`` (scalar or tensor of group indices broadcastable with
     offs_n) as fp32. s_ptr/z_ptr: [G, N] N-contiguous. Symmetric (HAS_Z False): zero is
     the constant 2**(BITS-1)."""
-    off = g.to(tl.int64) * N + offs_n
+    # g * N < G * N elements of the scales tensor, so int32 holds it; offs_n is int64
+    off = offs_n + g * N
     s = tl.load(s_ptr + off, mask=n_mask, other=0.0).to(tl.float32)
     if HAS_Z:
         z = tl.load(z_ptr + off, mask=n_mask, other=0.0).to(tl.float32)
@@ -210,31 +211,32 @@ def dot_tile(
 
 @triton.jit
 def dot_tile_int8(
-    acc, xsum, xq_ptr, stride_xm, offs_m, m_mask, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
+    acc, xsum, a, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
-    BKE: tl.constexpr, BN: tl.constexpr, USE_DOT: tl.constexpr,
+    BM: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr, USE_DOT: tl.constexpr,
 ):
-    """Exact int32 ``acc [BM, BN] += xq[offs_m, tile] @ (q - OFF)[tile, offs_n]`` and
-    ``xsum [BM] += sum_k xq``, where OFF = 128 for 8-bit codes (so they fit int8) else 0.
+    """Exact int32 ``acc [BM, BN] += a @ (q - OFF)[k0:k0+BK, offs_n]`` and
+    ``xsum [BM] += sum_k a``, where a [BM, BK] int8 is the activation tile from
+    ``load_a_tile`` and OFF = 128 for 8-bit codes (so they fit int8) else 0.
 
-    USE_DOT: int8 ``tl.dot`` (slices of >= 16 rows); otherwise a CUDA-core
-    multiply-reduce (small slices, e.g. odd widths with group size 32).
+    USE_DOT: int8 ``tl.dot`` (slices of >= 32 rows, the sm_90 minimum); otherwise a
+    CUDA-core multiply-reduce (small slices, e.g. odd widths with group size 32).
     """
     OFF: tl.constexpr = (BITS // 8) * 128  # 8-bit codes are shifted into int8 range
     j_mask = k0 + E * offs_j < K
     mask = j_mask[:, None] & n_mask[None, :]
-    a_mask = m_mask[:, None] & j_mask[None, :]
+    a0, a1, a2, a3, a4, a5, a6, a7 = split_slices(a, E, BM, BKE)
     b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
     b1 = b0
     b2 = b0
     for t in tl.static_range(E):
         q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
-        a = tl.load(xq_ptr + offs_m[:, None] * stride_xm + (k0 + E * offs_j + t)[None, :], mask=a_mask, other=0)
+        at = _slice_of(a0, a1, a2, a3, a4, a5, a6, a7, t)
         if USE_DOT:
-            acc = tl.dot(a, (q - OFF).to(tl.int8), acc, out_dtype=tl.int32)
+            acc = tl.dot(at, (q - OFF).to(tl.int8), acc, out_dtype=tl.int32)
         else:
-            acc += tl.sum(a.to(tl.int32)[:, :, None] * (q - OFF)[None, :, :], axis=1)
-        xsum += tl.sum(a.to(tl.int32), axis=1)
+            acc += tl.sum(at.to(tl.int32)[:, :, None] * (q - OFF)[None, :, :], axis=1)
+    xsum += tl.sum(a.to(tl.int32), axis=1)
     return acc, xsum
 
 

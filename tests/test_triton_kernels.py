@@ -180,6 +180,8 @@ def test_int8_exact_every_width(bits, kind):
     xq, sx = quant.quantize_per_token_int8(x)
     if kind == "gemv":
         out = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32)
+        one = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32, groups_per_program=0)
+        assert torch.equal(one, out)
     elif kind == "gemm_dot":
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32 * plane_config(bits).E)
     else:
@@ -196,6 +198,19 @@ def test_int8_per_channel_exact():
     ref = reference_linear(x, codes, s, z, bits, act="int8")
     assert torch.equal(gemm_int8(xq, sx, dw, None, x.dtype, block_m=16, block_n=16, block_k=64), ref)
     assert torch.equal(gemv_int8(xq[:1], sx[:1], dw, None, x.dtype, block_n=16, block_k=64), ref[:1])
+
+
+def test_int8_gemv_group_split_exact():
+    """Many groups, several per program, columns past a block: the ordered reduction keeps
+    the reference's bits."""
+    n, k, gs, bits = 45, 512, 32, 4
+    codes, s, z, dw = make(n, k, bits, gs)
+    x = torch.randn(1, k, device=DEV, dtype=ACT) * 5
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    xq, sx = quant.quantize_per_token_int8(x)
+    ref = reference_linear(x, codes, s, z, bits, bias, act="int8")
+    for gpp in (1, 3, 0):
+        assert torch.equal(gemv_int8(xq, sx, dw, bias, x.dtype, block_n=32, block_k=32, groups_per_program=gpp), ref)
 
 
 # ---------------------------------------------------------------- dispatch and backend
