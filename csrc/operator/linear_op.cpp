@@ -189,27 +189,33 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   base.zero_kind = ZeroKind(h.zero_kind);
   const LinearTileFn* fns = a.float_act ? ks.linear_fact[h.bits - 1] : ks.linear[h.bits - 1];
   const int osz = dtype_size(a.out_dtype);
+  // Tiles are handed out in chunks from an atomic counter rather than split statically:
+  // on a shared machine one slowed thread would otherwise hold up the whole call.
+  // Chunks stay contiguous (sequential weight streams for the prefetchers).
   const int nt = int(std::min<int64_t>(nthreads, tiles));
-  parallel_run(nt, [&](int tid) {
-    int64_t t0, t1;
-    split(tiles, nt, tid, t0, t1);
+  const int64_t chunk = std::max<int64_t>(1, tiles / (int64_t(nt) * 8));
+  std::atomic<int64_t> next{0};
+  parallel_run(nt, [&](int) {
     TileArgs ta = base;
-    for (int64_t t = t0; t < t1; ++t) {
-      ta.tile = a.packed + kHeaderBytes + t * h.tile_bytes;
-      ta.n0 = t * kTileN;
-      ta.nvalid = int(std::min<int64_t>(kTileN, n - ta.n0));
-      for (int64_t m0 = 0; m0 < m;) {
-        const int mr = pick_mr(ks, m - m0);
-        if (a.float_act) {
-          ta.xf = xf + m0 * ldx;
-        } else {
-          ta.xq = xq + m0 * k;
-          ta.xsum = xsum + m0 * groups;
-          ta.sx = sx + m0;
+    for (int64_t t0; (t0 = next.fetch_add(chunk, std::memory_order_relaxed)) < tiles;) {
+      const int64_t t1 = std::min(tiles, t0 + chunk);
+      for (int64_t t = t0; t < t1; ++t) {
+        ta.tile = a.packed + kHeaderBytes + t * h.tile_bytes;
+        ta.n0 = t * kTileN;
+        ta.nvalid = int(std::min<int64_t>(kTileN, n - ta.n0));
+        for (int64_t m0 = 0; m0 < m;) {
+          const int mr = pick_mr(ks, m - m0);
+          if (a.float_act) {
+            ta.xf = xf + m0 * ldx;
+          } else {
+            ta.xq = xq + m0 * k;
+            ta.xsum = xsum + m0 * groups;
+            ta.sx = sx + m0;
+          }
+          ta.out = static_cast<uint8_t*>(a.out) + m0 * a.ldo * osz;
+          fns[mr_index(mr)](ta);
+          m0 += mr;
         }
-        ta.out = static_cast<uint8_t*>(a.out) + m0 * a.ldo * osz;
-        fns[mr_index(mr)](ta);
-        m0 += mr;
       }
     }
   });
