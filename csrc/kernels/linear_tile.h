@@ -45,6 +45,8 @@ LOWBIT_INLINE void for_parts(F&& f) {
   }
 }
 
+constexpr int kPrefetchBlocks = 8;
+
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
   using V = typename I::V;
@@ -81,6 +83,9 @@ void linear_tile(const TileArgs& a) {
       const int64_t blk_index = g * blocks_per_group + b;
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
       const int8_t* xk = a.xq + blk_index * kBlockK;
+      // software prefetch kPrefetchBlocks ahead (one cache line per bit of width): at M=1
+      // the kernel is a pure weight stream and the hardware prefetcher alone lags behind
+      for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (kPrefetchBlocks * BITS + l) * kVecBytes, 0, 3);
       for_parts<P, I::kUnrollParts>([&](int p) {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
