@@ -1,0 +1,102 @@
+"""Triton kernels on a real GPU (skipped without CUDA): realistic shapes against an fp32
+reference, int8 bit-exactness, torch.compile(fullgraph) and CUDA-graph replays of split-K.
+
+The same checks, plus timings, run in one process via ``bash scripts/gpu_check.sh``
+(benchmarks/bench_gpu.py); this file lets a GPU CI run them under pytest.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import HAS_CUDA, requires_cuda
+
+pytestmark = [requires_cuda, pytest.mark.cuda]
+
+if HAS_CUDA:
+    from lowbit import packing, quant
+    from lowbit.backends.triton import ensure_kernels
+
+    ensure_kernels()
+    from lowbit.kernels import dispatch
+    from lowbit.kernels.layout import device_weight, make_layout
+
+
+def rel(out, ref):
+    out, ref = out.float(), ref.float()
+    assert not torch.isnan(out).any()
+    return float((out - ref).norm() / ref.norm())
+
+
+def weight(n, k, bits, gs, dtype, sym=False):
+    w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+    codes, s, z = quant.quantize_weight(w, bits, gs, symmetric=sym)
+    dw = device_weight(make_layout(packing.pack(codes, bits), s, z, bits), n, k, bits, gs or k, s.dtype, z is not None)
+    return codes, s, z, dw
+
+
+@pytest.mark.parametrize("family,m", [("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16), ("gemm", 200),
+                                      ("dequant_cublas", 300)])
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_float_families_realistic(family, m, bits, dtype):
+    if family == "gemv_revsplitk" and bits == 8:
+        pytest.skip("reverse split-K serves packed widths")
+    n, k = 2048, 4096
+    codes, s, z, dw = weight(n, k, bits, 128, dtype, sym=bits == 8)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    wh = quant.dequantize(codes, s, z, bits, torch.float32)
+    ref = torch.addmm(bias.float(), x.float(), wh.t())
+    torch_err = rel(F.linear(x, wh.to(dtype), bias), ref)
+    err = rel(dispatch.run_family(family, x, dw, bias, **dispatch.config(family, m, dw, x.device)), ref)
+    assert err <= 2 * torch_err
+    if dtype == torch.float16:
+        assert err <= 1e-3
+
+
+@pytest.mark.parametrize("m", [1, 16, 100])
+@pytest.mark.parametrize("bits,gs", [(4, 128), (4, 32), (3, 128), (8, 128), (4, None)])
+def test_int8_exact_realistic(m, bits, gs):
+    n, k = 2048, 4096
+    codes, s, z, dw = weight(n, k, bits, gs, torch.float16, sym=bits == 8)
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16) * 3
+    bias = torch.randn(n, device="cuda", dtype=torch.float16)
+    ref = quant.int8_linear_reference(x, codes, s, z, bits, bias, x.dtype)
+    fam = dispatch.choose(m, dw, "int8", x.device, x.dtype)
+    assert torch.equal(dispatch.run_family(fam, x, dw, bias, **dispatch.config(fam, m, dw, x.device)), ref)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_compile_and_cuda_graphs(int8):
+    """fullgraph compile and reduce-overhead (CUDA graphs) across M, fresh inputs per replay:
+    the split-K workspaces are zeroed inside the op, so replays stay correct."""
+    from torch import nn
+
+    import lowbit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 1024)).to("cuda", torch.float16).eval()
+    cfg = (lowbit.Int8DynamicActivationConfig(bits=4, group_size=128) if int8
+           else lowbit.WeightOnlyConfig(bits=4, group_size=128))
+    lowbit.quantize_(model, cfg)
+    assert model[0].weight.kernel_format == "triton"
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            cm = torch.compile(model, fullgraph=True)
+            for m in (1, 4, 33):
+                x = torch.randn(m, 1024, device="cuda", dtype=torch.float16)
+                assert rel(cm(x), model(x)) <= 1e-3
+            torch._dynamo.reset()
+            cg = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+            for _ in range(3):
+                for m in (1, 4, 33):
+                    x = torch.randn(m, 1024, device="cuda", dtype=torch.float16)
+                    y = cg(x).clone()
+                    r = model(x)
+                    if int8:
+                        assert torch.equal(y, r)
+                    else:
+                        assert rel(y, r) <= 1e-3
+    finally:
+        torch._dynamo.reset()
