@@ -5,9 +5,10 @@ and int8 WOQ (``aten._weight_int8pack_mm``), all in one process on the same inpu
 
 Method (shared/PERFORMANCE.md): floor = bytes / measured read bandwidth, where bytes =
 packed codes + bf16 group scales + bf16 activations + bf16 output, and the read bandwidth is
-an int64 sum over 1 GiB with all threads. Each op is timed as the median of >= 30 calls
-after warm-up, rotating over enough weight copies to exceed 4x the L3 size (every call
-starts with a cold cache, as in a model). lowbit is called through its backend (kernel +
+an int64 sum over 1 GiB with all threads (the best of the measurements taken before and
+between shapes). Each op is timed as the median of >= 30 calls after 3 warm-up rounds,
+rotating over enough weight copies to exceed 4x the L3 size (every call starts with a cold
+cache, as in a model), in 3 passes over all ops (blocks of calls per op and M). lowbit is called through its backend (kernel +
 the thin Python wrapper), with the default Int8DynamicActivationConfig layout (symmetric,
 group 32, bf16 scales); torch's int4 kernel uses the same group size.
 
@@ -71,21 +72,6 @@ def read_bandwidth() -> float:
     return (1 << 30) / statistics.median(ts)
 
 
-def timeit(fns, reps: int) -> float:
-    """Median seconds per call, calling fns[i % len(fns)] (one per weight copy)."""
-    for f in fns[: max(2, min(len(fns), 4))]:
-        f()
-    ts = []
-    i = 0
-    for _ in range(reps):
-        f = fns[i % len(fns)]
-        i += 1
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def copies_for(nbytes: int) -> int:
     return max(1, math.ceil(4 * l3_bytes() / max(nbytes, 1)))
 
@@ -105,47 +91,52 @@ def lowbit_bytes(n, k, bits, m):
 
 
 def bench_shape(n, k, ms, bits_list, reps, backend, peers=True):
+    """Time every op at every M for one shape (median of >= reps calls per cell)."""
     rows = [Row(n, k, m) for m in ms]
     xs = {m: torch.randn(m, k, dtype=torch.bfloat16) for m in ms}
-
-    def run_op(name, nbytes, make_fns):
-        cnt = copies_for(nbytes)
-        fns_by_m = make_fns(cnt)
-        for row in rows:
-            row.us[name] = timeit(fns_by_m(row.m), reps) * 1e6
+    ops = {}  # name -> {m: [callables, one per weight copy]}
 
     if peers:
-        # dense fp32 / bf16
         for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-            def make(cnt, dt=dt):
-                ws = [torch.randn(n, k, dtype=dt) for _ in range(cnt)]
-                return lambda m: [lambda w=w, x=xs[m].to(dt): F.linear(x, w) for w in ws]
-            run_op(name, n * k * (4 if dt == torch.float32 else 2), make)
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
-
+            ws = [torch.randn(n, k, dtype=dt) for _ in range(copies_for(n * k * (4 if dt == torch.float32 else 2)))]
+            ops[name] = {m: [lambda w=w, x=xs[m].to(dt): F.linear(x, w) for w in ws] for m in ms}
         # torch int4 weight-only (group GROUP, bf16), as torchao's CPU int4 path calls it
-        def make_int4(cnt):
-            packs = []
-            for _ in range(cnt):
-                w = torch.randint(0, 16, (n, k), dtype=torch.int32)
-                wp = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w, 1)
-                sz = torch.rand(k // GROUP, n, 2, dtype=torch.bfloat16)
-                packs.append((wp, sz))
-            return lambda m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p[0], GROUP, p[1]) for p in packs]
-        run_op("torch-int4", n * k // 2, make_int4)
-
+        packs = []
+        for _ in range(copies_for(n * k // 2)):
+            wp = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (n, k), dtype=torch.int32), 1)
+            packs.append((wp, torch.rand(k // GROUP, n, 2, dtype=torch.bfloat16)))
+        ops["torch-int4"] = {m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p[0], GROUP, p[1])
+                                 for p in packs] for m in ms}
         # torch int8 weight-only (per channel, bf16)
-        def make_int8(cnt):
-            ws = [(torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n, dtype=torch.bfloat16)) for _ in range(cnt)]
-            return lambda m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int8pack_mm(x, p[0], p[1]) for p in ws]
-        run_op("torch-int8", n * k, make_int8)
-
+        w8 = [(torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n, dtype=torch.bfloat16))
+              for _ in range(copies_for(n * k))]
+        ops["torch-int8"] = {m: [lambda p=p, x=xs[m]: torch.ops.aten._weight_int8pack_mm(x, p[0], p[1]) for p in w8]
+                             for m in ms}
     for bits in bits_list:
-        def make_lb(cnt, bits=bits):
-            ws = lowbit_weights(n, k, bits, backend, cnt)
-            return lambda m: [lambda w=w, x=xs[m]: backend.linear(x, w, None) for w in ws]
-        run_op(f"W{bits}", lowbit_bytes(n, k, bits, 1), make_lb)
-        for row in rows:
+        ws = lowbit_weights(n, k, bits, backend, copies_for(lowbit_bytes(n, k, bits, 1)))
+        ops[f"W{bits}"] = {m: [lambda w=w, x=xs[m]: backend.linear(x, w, None) for w in ws] for m in ms}
+
+    # Passes over the ops, each op timed in a block of calls after one warm-up call: a
+    # block keeps the op's steady state (right after torch's own OpenMP kernels, their
+    # spinning workers would steal our second core for a moment), several passes spread
+    # slow phases of a shared machine over all ops.
+    passes = 3
+    per_pass = math.ceil(reps / passes)
+    times = {(name, m): [] for name in ops for m in ms}
+    for _ in range(passes):
+        for name, by_m in ops.items():
+            for m in ms:
+                fns = by_m[m]
+                fns[0]()
+                for r in range(per_pass):
+                    f = fns[r % len(fns)]
+                    t = time.perf_counter()
+                    f()
+                    times[(name, m)].append(time.perf_counter() - t)
+    for row in rows:
+        for name in ops:
+            row.us[name] = statistics.median(times[(name, row.m)]) * 1e6
+        for bits in bits_list:
             row.floor_us[bits] = lowbit_bytes(n, k, bits, row.m) / BW * 1e6
     return rows
 
@@ -209,7 +200,10 @@ def main(argv=None):
     ms = [int(v) for v in a.ms.split(",")]
     bits_list = [int(v) for v in a.bits.split(",")]
     torch.manual_seed(0)
-    BW = read_bandwidth()
+    # the floor uses the best read bandwidth seen (measured before the run and between
+    # shapes): on a shared machine a single measurement can be depressed by other load
+    bws = [read_bandwidth()]
+    BW = bws[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {l3_bytes() >> 20} MiB, "
           f"read bandwidth {BW / 1e9:.1f} GB/s (int64 sum, 1 GiB)")
     for line in backend.describe():
@@ -218,7 +212,13 @@ def main(argv=None):
     for n, k in shapes:
         t = time.time()
         rows += bench_shape(n, k, ms, bits_list, a.reps, backend, peers=not a.no_peers)
-        print(f"  {n}x{k} done in {time.time() - t:.0f} s", flush=True)
+        bws.append(read_bandwidth())
+        print(f"  {n}x{k} done in {time.time() - t:.0f} s; read bandwidth now {bws[-1] / 1e9:.1f} GB/s", flush=True)
+    BW = max(bws)
+    for row in rows:  # floors against the best bandwidth of the run
+        for bits in bits_list:
+            row.floor_us[bits] = lowbit_bytes(row.n, row.k, bits, row.m) / BW * 1e6
+    print(f"floor bandwidth: {BW / 1e9:.1f} GB/s (best of {len(bws)} measurements in this run)")
     print()
     print(fmt_table(rows, bits_list, not a.no_peers))
     print()

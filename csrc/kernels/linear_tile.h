@@ -45,7 +45,7 @@ LOWBIT_INLINE void for_parts(F&& f) {
   }
 }
 
-constexpr int kPrefetchBlocks = 8;
+constexpr int kPrefetchBlocks = 24;
 
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
