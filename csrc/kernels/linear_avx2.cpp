@@ -23,6 +23,7 @@ namespace {
 
 struct IsaAvx2 {
   static constexpr int kPartBytes = 32;
+  static constexpr bool kMaskedPlanes = false;  // the dot needs codes <= 127 (or SWAR: no gain)
   static constexpr bool kUnrollParts = true;
   using V = __m256i;
   using Acc = __m256i;

@@ -26,6 +26,7 @@ namespace {
 struct IsaAvx512Vnni {
   static constexpr int kPartBytes = 64;
   static constexpr bool kUnrollParts = true;
+  static constexpr bool kMaskedPlanes = true;  // vpdpbusd takes any u8: see linear_tile_gemv_masked
   using V = __m512i;
   using Acc = __m512i;
   using F = __m512;
@@ -39,6 +40,10 @@ struct IsaAvx512Vnni {
   }
   template <int S>
   static LOWBIT_INLINE V shl(V v) { return _mm512_slli_epi16(v, S); }
+  template <int S, int W>
+  static LOWBIT_INLINE V mask(V v) { return _mm512_and_si512(v, _mm512_set1_epi8(char(((1 << W) - 1) << S))); }
+  template <int S>
+  static LOWBIT_INLINE Acc srai(Acc a) { return _mm512_srai_epi32(a, S); }
   static LOWBIT_INLINE V or_(V a, V b) { return _mm512_or_si512(a, b); }
   static LOWBIT_INLINE Acc acc_zero() { return _mm512_setzero_si512(); }
   static LOWBIT_INLINE F f_zero() { return _mm512_setzero_ps(); }

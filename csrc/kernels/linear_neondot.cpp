@@ -24,6 +24,7 @@ namespace {
 
 struct IsaNeonDot {
   static constexpr int kPartBytes = 16;
+  static constexpr bool kMaskedPlanes = false;  // the dot needs codes <= 127 (or SWAR: no gain)
   static constexpr bool kUnrollParts = true;
   using V = uint8x16_t;
   using Acc = int32x4_t;

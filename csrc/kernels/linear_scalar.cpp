@@ -15,6 +15,7 @@ namespace {
 
 struct IsaScalar {
   static constexpr int kPartBytes = 4;       // one row's 4 codes
+  static constexpr bool kMaskedPlanes = false;  // the dot needs codes <= 127 (or SWAR: no gain)
   static constexpr bool kUnrollParts = false;  // 16 parts: keep the loop, not 16 copies
   using V = uint32_t;
   using Acc = int32_t;
