@@ -186,8 +186,9 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
     ensure_kernels()
     from lowbit.kernels import dispatch
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter runs on CPU tensors
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() and not interpret else "cpu"))
+    if device.type != "cuda" and not interpret:
         raise RuntimeError("lowbit autotune needs a CUDA GPU (or TRITON_INTERPRET=1 for a CPU dry run)")
     known = list(dispatch.FAMILIES)
     fam_filter = set(families) if families else set(known)
