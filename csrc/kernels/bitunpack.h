@@ -47,14 +47,14 @@ constexpr int plane_low(int bits, int i) {
 template <int BITS, class Ops>
 LOWBIT_INLINE void unpack_block(const uint8_t* blk, typename Ops::V (&out)[kCodeVecs]) {
   static_assert(BITS >= 1 && BITS <= 8, "1..8 bits");
-  unroll<plane_count(BITS)>([&](auto pi) {
+  unroll<plane_count(BITS)>([&](auto pi) LOWBIT_LAMBDA {
     constexpr int w = plane_width(BITS, decltype(pi)::value);
     constexpr int low = plane_low(BITS, decltype(pi)::value);
     constexpr int per = 8 / w;
-    unroll<w>([&](auto pv) {
+    unroll<w>([&](auto pv) LOWBIT_LAMBDA {
       constexpr int p = decltype(pv)::value;
       const typename Ops::V v = Ops::load(blk + (low + p) * kVecBytes);
-      unroll<per>([&](auto jv) {
+      unroll<per>([&](auto jv) LOWBIT_LAMBDA {
         constexpr int jj = decltype(jv)::value;
         constexpr int c = p * per + jj;
         const typename Ops::V part = Ops::template extract<jj * w, w>(v);

@@ -12,8 +12,12 @@
 
 #if defined(__GNUC__)
 #define LOWBIT_INLINE inline __attribute__((always_inline))
+// on the unrolling lambdas: if GCC declines to inline one, the accumulator arrays it
+// captures escape to memory and every FMA/dot is followed by a store
+#define LOWBIT_LAMBDA __attribute__((always_inline))
 #else
 #define LOWBIT_INLINE inline
+#define LOWBIT_LAMBDA
 #endif
 
 namespace lowbit {

@@ -39,7 +39,7 @@ namespace {
 template <int P, bool Unrolled, class F>
 LOWBIT_INLINE void for_parts(F&& f) {
   if constexpr (Unrolled) {
-    unroll<P>([&](auto p) { f(int(decltype(p)::value)); });
+    unroll<P>([&](auto p) LOWBIT_LAMBDA { f(int(decltype(p)::value)); });
   } else {
     for (int p = 0; p < P; ++p) f(p);
   }
@@ -89,17 +89,17 @@ void linear_tile_gemv_masked(const TileArgs& a) {
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
       const int8_t* xk = a.xq + blk_index * kBlockK;
       for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (kPrefetchBlocks * BITS + l) * kVecBytes, 0, 3);
-      unroll<BITS>([&](auto pv) {
+      unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
         constexpr int p = decltype(pv)::value;
         const typename I::V v = I::load(blk + p * kVecBytes);
-        unroll<per>([&](auto jv) {
+        unroll<per>([&](auto jv) LOWBIT_LAMBDA {
           constexpr int jj = decltype(jv)::value;
           acc[jj] = I::template dot<BITS>(acc[jj], I::template mask<jj * BITS, BITS>(v), xk + (p * per + jj) * kQuad);
         });
       });
     }
     Acc t = acc[0];
-    unroll<per - 1>([&](auto jv) {
+    unroll<per - 1>([&](auto jv) LOWBIT_LAMBDA {
       constexpr int jj = decltype(jv)::value + 1;
       t = I::acc_add(t, I::template srai<jj * BITS>(acc[jj]));
     });
@@ -151,16 +151,16 @@ void linear_tile(const TileArgs& a) {
       // software prefetch kPrefetchBlocks ahead (one cache line per bit of width): at M=1
       // the kernel is a pure weight stream and the hardware prefetcher alone lags behind
       for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (kPrefetchBlocks * BITS + l) * kVecBytes, 0, 3);
-      for_parts<P, I::kUnrollParts>([&](int p) {
+      for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
-        unroll<kCodeVecs>([&](auto cc) {
+        unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
           constexpr int c = decltype(cc)::value;
           if constexpr (S > 1) {
             part[c % S][p] = I::template dot<BITS>(part[c % S][p], cv[c], xk + c * kQuad);
             return;
           }
-          unroll<MR>([&](auto mm) {
+          unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
             constexpr int m = decltype(mm)::value;
             acc[m][p] = I::template dot<BITS>(acc[m][p], cv[c], xk + m * a.ldx + c * kQuad);
           });
@@ -172,10 +172,10 @@ void linear_tile(const TileArgs& a) {
         for (int q = 0; q < S; ++q) acc[0][p] = I::acc_add(acc[0][p], part[q][p]);
     }
     // group epilogue: integer zero-point correction, then y += s * float(acc)
-    for_parts<P, I::kUnrollParts>([&](int p) {
+    for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
       const uint8_t* sp = scales + (g * kTileN + p * L) * ssz;
       const uint8_t* zp = zeros + (g * kTileN + p * L) * zsz;
-      unroll<MR>([&](auto mm) {
+      unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
         constexpr int m = decltype(mm)::value;
         const int32_t sumx = a.xsum[m * a.ldxs + g];
         Acc t = acc[m][p];
@@ -226,15 +226,15 @@ void linear_tile_fact(const TileArgs& a) {
       const int64_t blk_index = g * blocks_per_group + b;
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
       const float* xk = a.xf + blk_index * kBlockK;
-      for_parts<P, I::kUnrollParts>([&](int p) {
+      for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
-        unroll<kCodeVecs>([&](auto cc) {
+        unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
           constexpr int c = decltype(cc)::value;
-          unroll<kQuad>([&](auto jj) {
+          unroll<kQuad>([&](auto jj) LOWBIT_LAMBDA {
             constexpr int j = decltype(jj)::value;
             const F w = I::fsub(I::template widen<j>(cv[c]), zf[p]);
-            unroll<MR>([&](auto mm) {
+            unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
               constexpr int m = decltype(mm)::value;
               acc[m][p] = I::fma(w, I::fbcast(xk[m * a.ldx + c * kQuad + j]), acc[m][p]);
             });
@@ -242,7 +242,7 @@ void linear_tile_fact(const TileArgs& a) {
         });
       });
     }
-    for_parts<P, I::kUnrollParts>([&](int p) {
+    for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
       const F s = I::load_scales(scales + (g * kTileN + p * L) * ssz, a.scale_dtype);
       for (int m = 0; m < MR; ++m) y[m][p] = I::fma(s, acc[m][p], y[m][p]);
     });

@@ -75,8 +75,8 @@ class CpuBackend(Backend):
         return [
             f"ISAs here: {', '.join(isas)} (selected: {self.isa or isas[0]})",
             f"int8-act linear M=1: {self.ext.kernel_name(self.isa, 1)}, M>=8: {self.ext.kernel_name(self.isa, 8)}",
-            f"weight-only linear M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=8: "
-            f"{self.ext.kernel_name(self.isa, 8, True)} (all templated on bits 1-8)",
+            f"weight-only linear M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
+            f"{self.ext.kernel_name(self.isa, 4, True)} (all templated on bits 1-8)",
             "embedding: canonical rows, scalar decode",
         ]
 
