@@ -5,8 +5,8 @@ and int8 WOQ (``aten._weight_int8pack_mm``), all in one process on the same inpu
 
 Method (shared/PERFORMANCE.md): floor = bytes / measured read bandwidth, where bytes =
 packed codes + bf16 group scales + bf16 activations + bf16 output, and the read bandwidth is
-an int64 sum over 1 GiB with all threads (the best of the measurements taken before and
-between shapes). Each op is timed as the median of >= 30 calls after 3 warm-up rounds,
+an int64 sum over 1 GiB with all threads, measured right before and right after each shape
+(their mean is that shape's floor bandwidth: on a shared machine it drifts within minutes). Each op is timed as the median of >= 30 calls after 3 warm-up rounds,
 rotating over enough weight copies to exceed 4x the L3 size (every call starts with a cold
 cache, as in a model), in 3 passes over all ops (blocks of calls per op and M). lowbit is called through its backend (kernel +
 the thin Python wrapper), with the default Int8DynamicActivationConfig layout (symmetric,
@@ -45,6 +45,7 @@ class Row:
     n: int
     k: int
     m: int
+    bw: float = 0.0                                 # read bandwidth used for the floor, B/s
     floor_us: dict = field(default_factory=dict)  # bits -> floor
     us: dict = field(default_factory=dict)        # op name -> median us
 
@@ -136,20 +137,20 @@ def bench_shape(n, k, ms, bits_list, reps, backend, peers=True):
     for row in rows:
         for name in ops:
             row.us[name] = statistics.median(times[(name, row.m)]) * 1e6
-        for bits in bits_list:
-            row.floor_us[bits] = lowbit_bytes(n, k, bits, row.m) / BW * 1e6
     return rows
 
 
 def fmt_table(rows, bits_list, peers):
     cols = (["fp32", "bf16", "torch-int4", "torch-int8"] if peers else []) + [f"W{b}" for b in bits_list]
-    head = ["N x K", "M", *[f"{c} us" for c in cols], "W4 floor us", "W4 %BW", "W4 x bf16"] if 4 in bits_list else ["N x K", "M", *[f"{c} us" for c in cols]]
+    head = ["N x K", "M", *[f"{c} us" for c in cols]]
+    if 4 in bits_list:
+        head += ["GB/s", "W4 floor us", "W4 %BW", "W4 x bf16"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r.n}x{r.k}", str(r.m), *[f"{r.us[c]:.0f}" for c in cols]]
         if 4 in bits_list:
             w4 = r.us["W4"]
-            cells += [f"{r.floor_us[4]:.0f}", f"{100 * r.floor_us[4] / w4:.0f}%",
+            cells += [f"{r.bw / 1e9:.1f}", f"{r.floor_us[4]:.0f}", f"{100 * r.floor_us[4] / w4:.0f}%",
                       f"{r.us['bf16'] / w4:.2f}" if "bf16" in r.us else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -181,7 +182,6 @@ def targets(rows):
 
 
 def main(argv=None):
-    global BW
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="N x K list, e.g. 4096x14336")
     p.add_argument("--ms", default=",".join(map(str, MS)))
@@ -200,25 +200,26 @@ def main(argv=None):
     ms = [int(v) for v in a.ms.split(",")]
     bits_list = [int(v) for v in a.bits.split(",")]
     torch.manual_seed(0)
-    # the floor uses the best read bandwidth seen (measured before the run and between
-    # shapes): on a shared machine a single measurement can be depressed by other load
+    # the read bandwidth of this (shared) machine drifts by 2x within minutes, so each
+    # shape's floor uses the mean of the measurements taken right before and right after it
     bws = [read_bandwidth()]
-    BW = bws[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {l3_bytes() >> 20} MiB, "
-          f"read bandwidth {BW / 1e9:.1f} GB/s (int64 sum, 1 GiB)")
+          f"read bandwidth {bws[0] / 1e9:.1f} GB/s (int64 sum, 1 GiB)")
     for line in backend.describe():
         print("  " + line)
     rows = []
     for n, k in shapes:
         t = time.time()
-        rows += bench_shape(n, k, ms, bits_list, a.reps, backend, peers=not a.no_peers)
+        shape_rows = bench_shape(n, k, ms, bits_list, a.reps, backend, peers=not a.no_peers)
         bws.append(read_bandwidth())
-        print(f"  {n}x{k} done in {time.time() - t:.0f} s; read bandwidth now {bws[-1] / 1e9:.1f} GB/s", flush=True)
-    BW = max(bws)
-    for row in rows:  # floors against the best bandwidth of the run
-        for bits in bits_list:
-            row.floor_us[bits] = lowbit_bytes(row.n, row.k, bits, row.m) / BW * 1e6
-    print(f"floor bandwidth: {BW / 1e9:.1f} GB/s (best of {len(bws)} measurements in this run)")
+        bw = (bws[-2] + bws[-1]) / 2
+        for row in shape_rows:
+            row.bw = bw
+            for bits in bits_list:
+                row.floor_us[bits] = lowbit_bytes(row.n, row.k, bits, row.m) / bw * 1e6
+        rows += shape_rows
+        print(f"  {n}x{k} done in {time.time() - t:.0f} s; read bandwidth before/after {bws[-2] / 1e9:.1f}/"
+              f"{bws[-1] / 1e9:.1f} GB/s", flush=True)
     print()
     print(fmt_table(rows, bits_list, not a.no_peers))
     print()
@@ -226,10 +227,8 @@ def main(argv=None):
         print(line)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"bandwidth": BW, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump({"bandwidths": bws, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, f, indent=1)
 
-
-BW = 32e9
 
 if __name__ == "__main__":
     main()
