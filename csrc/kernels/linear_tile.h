@@ -128,22 +128,20 @@ void linear_tile(const TileArgs& a) {
   const uint8_t* scales = a.tile + a.scales_offset;
   const uint8_t* zeros = a.tile + a.zeros_offset;
 
-  // With one activation row the dot products of a group form one dependent chain of
-  // vpdpbusd / sdot: split it over S partial sums (integer adds, exact in any order) so
-  // their latency overlaps (per-channel M=1: 2x faster; g32: a few %)
-  constexpr int S = MR == 1 ? 4 : 1;
+  // The dot products of one (row, group) form a dependent chain of vpdpbusd / sdot; with few
+  // activation rows there are too few chains to hide its latency, so each is split over S
+  // partial sums (integer adds: exact in any order). Per-channel M=1: 2x faster.
+  constexpr int S = MR <= 2 ? 4 : (MR == 4 ? 2 : 1);
 
   F y[MR][P];
   for (int m = 0; m < MR; ++m)
     for (int p = 0; p < P; ++p) y[m][p] = I::f_zero();
 
   for (int64_t g = 0; g < groups; ++g) {
-    Acc acc[MR][P];
-    Acc part[S][P];  // the extra partial sums for MR == 1
+    Acc acc[MR][P][S];
     for (int m = 0; m < MR; ++m)
-      for (int p = 0; p < P; ++p) acc[m][p] = I::acc_zero();
-    for (int q = 0; q < S; ++q)
-      for (int p = 0; p < P; ++p) part[q][p] = I::acc_zero();
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < S; ++q) acc[m][p][q] = I::acc_zero();
     for (int b = 0; b < blocks_per_group; ++b) {
       const int64_t blk_index = g * blocks_per_group + b;
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
@@ -156,21 +154,16 @@ void linear_tile(const TileArgs& a) {
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
         unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
           constexpr int c = decltype(cc)::value;
-          if constexpr (S > 1) {
-            part[c % S][p] = I::template dot<BITS>(part[c % S][p], cv[c], xk + c * kQuad);
-            return;
-          }
           unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
             constexpr int m = decltype(mm)::value;
-            acc[m][p] = I::template dot<BITS>(acc[m][p], cv[c], xk + m * a.ldx + c * kQuad);
+            acc[m][p][c % S] = I::template dot<BITS>(acc[m][p][c % S], cv[c], xk + m * a.ldx + c * kQuad);
           });
         });
       });
     }
-    if constexpr (S > 1) {
+    for (int m = 0; m < MR; ++m)
       for (int p = 0; p < P; ++p)
-        for (int q = 0; q < S; ++q) acc[0][p] = I::acc_add(acc[0][p], part[q][p]);
-    }
+        for (int q = 1; q < S; ++q) acc[m][p][0] = I::acc_add(acc[m][p][0], acc[m][p][q]);
     // group epilogue: integer zero-point correction, then y += s * float(acc)
     for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
       const uint8_t* sp = scales + (g * kTileN + p * L) * ssz;
@@ -178,7 +171,7 @@ void linear_tile(const TileArgs& a) {
       unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
         constexpr int m = decltype(mm)::value;
         const int32_t sumx = a.xsum[m * a.ldxs + g];
-        Acc t = acc[m][p];
+        Acc t = acc[m][p][0];
         if constexpr (kOffset != 0) t = I::add_scalar(t, kOffset * sumx);  // undo the ISA's code shift
         y[m][p] = I::group_update(y[m][p], t, sp, a.scale_dtype, zp, a.zero_kind, zsym, sumx);
       });
