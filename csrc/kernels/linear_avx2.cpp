@@ -98,6 +98,7 @@ struct IsaAvx2 {
     if constexpr (J != 3) v = _mm256_and_si256(v, _mm256_set1_epi32(0xff));
     return _mm256_cvtepi32_ps(v);
   }
+  static LOWBIT_INLINE F fadd(F a, F b) { return _mm256_add_ps(a, b); }
   static LOWBIT_INLINE F fsub(F a, F b) { return _mm256_sub_ps(a, b); }
   static LOWBIT_INLINE F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   static LOWBIT_INLINE F fbcast(float v) { return _mm256_set1_ps(v); }

@@ -93,6 +93,7 @@ struct IsaAvx512Vnni {
     if constexpr (J != 3) v = _mm512_and_si512(v, _mm512_set1_epi32(0xff));
     return _mm512_cvtepi32_ps(v);
   }
+  static LOWBIT_INLINE F fadd(F a, F b) { return _mm512_add_ps(a, b); }
   static LOWBIT_INLINE F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
   static LOWBIT_INLINE F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static LOWBIT_INLINE F fbcast(float v) { return _mm512_set1_ps(v); }

@@ -94,6 +94,7 @@ struct IsaNeonDot {
     if constexpr (J != 3) u = vandq_u32(u, vdupq_n_u32(0xff));
     return vcvtq_f32_u32(u);
   }
+  static LOWBIT_INLINE F fadd(F a, F b) { return vaddq_f32(a, b); }
   static LOWBIT_INLINE F fsub(F a, F b) { return vsubq_f32(a, b); }
   static LOWBIT_INLINE F fma(F a, F b, F c) { return vfmaq_f32(c, a, b); }
   static LOWBIT_INLINE F fbcast(float v) { return vdupq_n_f32(v); }

@@ -66,6 +66,7 @@ struct IsaScalar {
   static LOWBIT_INLINE F load_scales(const uint8_t* sp, DType sdt) { return load_f32(sp, sdt, 0); }
   template <int J>
   static LOWBIT_INLINE F widen(V v) { return float((v >> (8 * J)) & 0xffu); }
+  static LOWBIT_INLINE F fadd(F a, F b) { return a + b; }
   static LOWBIT_INLINE F fsub(F a, F b) { return a - b; }
   static LOWBIT_INLINE F fma(F a, F b, F c) { return std::fma(a, b, c); }
   static LOWBIT_INLINE F fbcast(float v) { return v; }

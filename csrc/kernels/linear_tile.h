@@ -183,8 +183,9 @@ void linear_tile(const TileArgs& a) {
 
 // linear_fp32act_{MR}x16x32_f32_{isa}: the weight-only (float activation) micro-kernel.
 // Same tile layout and unpack; the codes are widened to fp32 in registers instead:
-//   per group g:  acc = sum_k fma(float(q[n,k]) - z[n,g], x[m,k], acc)   (k in order)
-//                 y   = fma(s[n,g], acc, y)
+//   per group g:  acc_j = sum_k fma(float(q[n,k]) - z[n,g], x[m,k], acc_j)  over the k with
+//                         k % 4 in the j-th of S classes (k in order; S = 4/2/1 for MR 1/2/4)
+//                 y   = fma(s[n,g], acc_0 + acc_1 + ..., y)
 //   y = y + bias[n];  out = cast(y)
 // Every lane (output row) sees the same fused operations in the same order on every ISA,
 // so SIMD and scalar agree bit for bit; against the float reference (dequantize, then
@@ -208,12 +209,17 @@ void linear_tile_fact(const TileArgs& a) {
   for (int m = 0; m < MR; ++m)
     for (int p = 0; p < P; ++p) y[m][p] = I::f_zero();
 
+  // each (row, part) accumulator is a chain of dependent FMAs (32 per block): with few rows,
+  // split it over S partial sums (the k position j % S) so the FMA latency overlaps
+  constexpr int S = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
+
   for (int64_t g = 0; g < groups; ++g) {
-    F acc[MR][P];
+    F acc[MR][P][S];
     F zf[P];
     for (int p = 0; p < P; ++p) {
       zf[p] = I::load_zeros_f(zeros + (g * kTileN + p * L) * zsz, a.zero_kind, zsym);
-      for (int m = 0; m < MR; ++m) acc[m][p] = I::f_zero();
+      for (int m = 0; m < MR; ++m)
+        for (int q = 0; q < S; ++q) acc[m][p][q] = I::f_zero();
     }
     for (int b = 0; b < blocks_per_group; ++b) {
       const int64_t blk_index = g * blocks_per_group + b;
@@ -229,7 +235,7 @@ void linear_tile_fact(const TileArgs& a) {
             const F w = I::fsub(I::template widen<j>(cv[c]), zf[p]);
             unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
               constexpr int m = decltype(mm)::value;
-              acc[m][p] = I::fma(w, I::fbcast(xk[m * a.ldx + c * kQuad + j]), acc[m][p]);
+              acc[m][p][j % S] = I::fma(w, I::fbcast(xk[m * a.ldx + c * kQuad + j]), acc[m][p][j % S]);
             });
           });
         });
@@ -237,7 +243,11 @@ void linear_tile_fact(const TileArgs& a) {
     }
     for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
       const F s = I::load_scales(scales + (g * kTileN + p * L) * ssz, a.scale_dtype);
-      for (int m = 0; m < MR; ++m) y[m][p] = I::fma(s, acc[m][p], y[m][p]);
+      for (int m = 0; m < MR; ++m) {
+        F t = acc[m][p][0];
+        for (int q = 1; q < S; ++q) t = I::fadd(t, acc[m][p][q]);
+        y[m][p] = I::fma(s, t, y[m][p]);
+      }
     });
   }
 
