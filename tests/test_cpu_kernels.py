@@ -165,3 +165,24 @@ def test_unsupported_shapes_fall_back_and_bad_zeros_raise():
 def test_describe_names_the_kernels():
     lines = BACKEND.describe()
     assert any("linear_1x16x32_f32_" in line for line in lines), lines
+
+
+def test_extension_loads_lazily_and_missing_extension_is_reported(monkeypatch):
+    import subprocess
+    import sys
+
+    code = "import sys, lowbit; assert 'lowbit._C_cpu' not in sys.modules; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    real_import = cpu.importlib.import_module
+
+    def no_ext(name, *a, **k):
+        if name == "lowbit._C_cpu":
+            raise ImportError("simulated: not built")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(cpu.importlib, "import_module", no_ext)
+    b = cpu.CpuBackend()
+    assert not b.available() and "not built" in b.unavailable_reason()
+    with pytest.raises(RuntimeError, match="not built"):
+        b.ext
