@@ -15,7 +15,7 @@ pip=("$venv/bin/python" -m pip install -q)
 # torch first and exactly pinned, so nothing later resolves a different build
 "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" "${LOWBIT_TORCH_SPEC:-torch==2.13.0}"
 "${pip[@]}" "${LOWBIT_TRITON_SPEC:-triton==3.7.1}" setuptools wheel "pybind11>=2.10" \
-    "pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" "safetensors>=0.4" "platformdirs>=3" "filelock>=3.12" "matplotlib>=3.7"
+    "pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" "safetensors>=0.4" "platformdirs>=3" "filelock>=3.12" "tqdm>=4.60" "matplotlib>=3.7"
 # the package itself, editable, built against the torch above (no build isolation)
 stamp="$venv/.lowbit-build-stamp"
 want=$(cat pyproject.toml setup.py $(find csrc -type f 2>/dev/null | sort) | sha256sum | cut -d' ' -f1)
