@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lowbit", description="Low-bit quantization kernels for PyTorch")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="quantize a built-in Llama-style model; print size, error and speed")
-    d.add_argument("--preset", default="demo", help="model preset: demo (default) or tiny")
+    d.add_argument("--preset", default="cpu-small",
+                   help="model preset: cpu-small (default, ~0.2 B parameters: big enough for the kernels to matter), demo, tiny")
     d.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     d.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     d.add_argument("--batch", type=int, default=1)

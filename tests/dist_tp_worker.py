@@ -2,6 +2,7 @@
 with ColwiseParallel/RowwiseParallel, compare with the unsharded quantized model, and check
 each shard's bytes equal the packing of the sharded float weight's codes."""
 import copy
+import os
 import sys
 from collections import OrderedDict
 
@@ -64,10 +65,15 @@ def main():
     # numerics by design; column-parallel must match exactly
     cfg = lowbit.Int8DynamicActivationConfig(bits=4, group_size=32)
     results.append((cfg.name, "col", check(cfg, False, mesh, rank, world)))
-    if rank == 0:
+    # one file per rank: the ranks share stdout, where lines interleave
+    with open(os.path.join(os.environ["LOWBIT_TP_OUT"], f"rank{rank}.txt"), "w") as f:
         for r in results:
-            print("TP-OK", *r)
+            f.write(" ".join(map(str, ("TP-OK", *r))) + "\n")
+    dist.barrier()
     dist.destroy_process_group()
+    # every check on every rank has passed and been reported; skip interpreter teardown, where
+    # gloo occasionally aborts ("terminate called without an active exception") on exit
+    os._exit(0)
 
 
 if __name__ == "__main__":

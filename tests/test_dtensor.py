@@ -8,11 +8,12 @@ import pytest
 
 
 @pytest.mark.slow
-def test_tensor_parallel_two_processes():
+def test_tensor_parallel_two_processes(tmp_path):
     worker = Path(__file__).with_name("dist_tp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "LOWBIT_TP_OUT": str(tmp_path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-    ok = [line for line in proc.stdout.splitlines() if line.startswith("TP-OK")]
-    assert len(ok) == 3, proc.stdout
+    for rank in (0, 1):
+        lines = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
+        assert len(lines) == 3 and all(line.startswith("TP-OK") for line in lines), (rank, lines)
