@@ -159,8 +159,9 @@ def quantize_(
             continue
         if not torch.isfinite(w.detach()).all():
             raise ValueError(f"layer {name!r} ({type(module).__name__} {list(shape)}): weight contains NaN or Inf")
+        usage = "embedding" if isinstance(config, EmbeddingConfig) else "linear"
         q = LowBitTensor.from_float(
-            w.detach(), config.bits, config.group_size, config.symmetric, config.method, config.act
+            w.detach(), config.bits, config.group_size, config.symmetric, config.method, config.act, usage
         )
         module.weight = nn.Parameter(q, requires_grad=False)
         done[id(w)] = (module.weight, name)

@@ -16,6 +16,7 @@ from .packing import check_bits, packed_size
 __all__ = ["QuantMeta", "QWeight", "ACT_MODES"]
 
 ACT_MODES = ("none", "int8")
+USAGES = ("linear", "embedding")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class QuantMeta:
     symmetric: zero point fixed at 2**(bits-1) (no zeros tensor). act: activation handling
     for linear ("none" = float activations, "int8" = int8 per-token dynamic).
     transposed: the logical tensor is ``W.T`` (``[K, N]``), as produced by ``t()``.
+    usage: what the tensor is for; an "embedding" table gets no linear kernel layout (the
+    embedding kernels read canonical rows), so it is not stored twice.
     """
 
     bits: int
@@ -33,11 +36,14 @@ class QuantMeta:
     symmetric: bool
     act: Literal["none", "int8"] = "none"
     transposed: bool = False
+    usage: Literal["linear", "embedding"] = "linear"
 
     def __post_init__(self):
         check_bits(self.bits)
         if self.act not in ACT_MODES:
             raise ValueError(f"act must be one of {ACT_MODES}, got {self.act!r}")
+        if self.usage not in USAGES:
+            raise ValueError(f"usage must be one of {USAGES}, got {self.usage!r}")
 
     def group(self, k: int) -> int:
         """Effective group size for a weight with ``k`` columns."""

@@ -84,8 +84,10 @@ class LowBitTensor(torch.Tensor):
         symmetric: bool = False,
         method: str = "minmax",
         act: str = "none",
+        usage: str = "linear",
     ) -> "LowBitTensor":
-        """Quantize a float weight ``w: [N, K]`` (K a multiple of 8 and of group_size)."""
+        """Quantize a float weight ``w: [N, K]`` (K a multiple of 8 and of group_size).
+        ``usage="embedding"`` marks an embedding table (no linear kernel layout is derived)."""
         if not isinstance(w, torch.Tensor) or not w.dtype.is_floating_point:
             raise TypeError(f"from_float expects a float tensor, got {getattr(w, 'dtype', type(w))}")
         if w.dim() != 2:
@@ -93,7 +95,7 @@ class LowBitTensor(torch.Tensor):
         if w.shape[1] % CHUNK:
             raise ValueError(f"K={w.shape[1]} must be a multiple of {CHUNK} to pack")
         codes, scales, zeros = quantize_weight(w.detach(), bits, group_size, symmetric, method)
-        meta = QuantMeta(bits=bits, group_size=group_size, symmetric=symmetric, act=act)
+        meta = QuantMeta(bits=bits, group_size=group_size, symmetric=symmetric, act=act, usage=usage)
         t = cls(pack(codes, bits), scales, zeros, meta, w.dtype)
         t.refresh_kernel_data()
         return t
@@ -130,7 +132,7 @@ class LowBitTensor(torch.Tensor):
 
     def refresh_kernel_data(self) -> None:
         """(Re)derive the best backend's device layout if missing or stale (eager only)."""
-        if _traced(self.qdata):
+        if _traced(self.qdata) or self.meta.usage == "embedding":
             return
         if self.kernel_data is not None and self._kernel_version == self._versions():
             return
@@ -190,7 +192,8 @@ class LowBitTensor(torch.Tensor):
         t = ", transposed" if m.transposed else ""
         return (
             f"LowBitTensor(shape={list(self.shape)}, dtype={self.dtype}, device={self.device}, bits={m.bits}, "
-            f"group_size={gs}, {'symmetric' if m.symmetric else 'asymmetric'}, act={m.act}, layout={kern}{t})"
+            f"group_size={gs}, {'symmetric' if m.symmetric else 'asymmetric'}, act={m.act}, "
+            f"{'usage=embedding, ' if m.usage == 'embedding' else ''}layout={kern}{t})"
         )
 
     @classmethod

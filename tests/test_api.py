@@ -166,3 +166,15 @@ def test_config_unknown_field_and_frozen():
 def test_quantize_rejects_non_config():
     with pytest.raises(TypeError, match="config must be one of"):
         lowbit.quantize_(nn.Linear(64, 64), {"bits": 4})
+
+
+def test_embedding_tables_carry_no_linear_layout():
+    m = Net()
+    lowbit.quantize_(m, lowbit.EmbeddingConfig(bits=4, group_size=32))
+    lowbit.quantize_(m, WeightOnlyConfig(bits=4, group_size=32))
+    emb, fc = m.emb.weight, m.fc1.weight
+    assert emb.meta.usage == "embedding" and emb.kernel_data is None and "usage=embedding" in repr(emb)
+    assert fc.meta.usage == "linear"
+    tok = torch.randint(0, 64, (2, 3))
+    assert torch.equal(m.emb(tok), emb.dequantize()[tok])
+    assert emb.to(torch.float32).kernel_data is None  # .to() re-derives layouts, but not for a table
