@@ -7,13 +7,13 @@ Two ways to run one: ``model(tokens)`` (whole sequence, no cache) and, after
 tensor, so a compiled decode step never recompiles as the position advances."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LlamaConfig", "TinyLlama", "build_model", "PRESETS"]
+__all__ = ["LlamaConfig", "TinyLlama", "build_model", "preset_config", "PRESETS"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,20 @@ class Block(nn.Module):
 class TinyLlama(nn.Module):
     """tokens: [B, T] int64 -> logits [B, T, vocab]."""
 
+    # Tensor-parallel plan, HF-style (module-name patterns -> style), applied by lowbit.tp:
+    # "colwise" shards a Linear's output features (weight dim 0), "rowwise" its input features
+    # (weight dim 1; the partial outputs are all-reduced). Everything not named here (embedding,
+    # norms, lm_head) is replicated. Attention heads are split across ranks with q/k/v.
+    _tp_plan = {
+        "layers.*.attn.wq": "colwise",
+        "layers.*.attn.wk": "colwise",
+        "layers.*.attn.wv": "colwise",
+        "layers.*.attn.wo": "rowwise",
+        "layers.*.mlp.w1": "colwise",
+        "layers.*.mlp.w3": "colwise",
+        "layers.*.mlp.w2": "rowwise",
+    }
+
     def __init__(self, c: LlamaConfig):
         super().__init__()
         self.config = c
@@ -134,11 +148,18 @@ class TinyLlama(nn.Module):
 
     def setup_cache(self, batch: int, max_seq: int) -> None:
         """Allocate static KV caches for ``batch`` sequences of up to ``max_seq`` tokens."""
-        c, p = self.config, self.embed.weight
+        p = self.embed.weight
         dtype = self.norm.weight.dtype
-        for layer in self.layers:
-            layer.attn.cache = KVCache(batch, c.n_kv_heads, max_seq, c.dim // c.n_heads, dtype, p.device)
+        for layer in self.layers:  # the layer's own (per-rank, under tensor parallel) KV head count
+            layer.attn.cache = KVCache(batch, layer.attn.kv, max_seq, layer.attn.hd, dtype, p.device)
         self.max_seq = max_seq
+
+    def init_buffers(self, device) -> None:
+        """(Re)compute the non-persistent buffers on ``device``: needed after loading a
+        checkpoint into a model built on the meta device (state_dicts do not carry them)."""
+        c = self.config
+        hd = c.dim // c.n_heads
+        self.inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, hd, 2, device=device).float() / hd)
 
     def forward(self, tokens, input_pos=None):
         """tokens: [B, T]; input_pos: None (no cache) or [T] int64 positions into the cache."""
@@ -155,13 +176,20 @@ class TinyLlama(nn.Module):
         return self.lm_head(self.norm(x))
 
 
-def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device="cpu") -> TinyLlama:
-    """A randomly initialized model; weights scaled like a trained model's (std ~ 1/sqrt(fan_in)).
-    Built directly on ``device`` in ``dtype`` (the 8B preset never exists in fp32 on the host)."""
+def preset_config(preset: str, n_layers: int | None = None) -> LlamaConfig:
+    """The config of ``preset``, optionally with fewer (or more) layers."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    c = PRESETS[preset]
+    return c if n_layers is None else replace(c, n_layers=n_layers)
+
+
+def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device="cpu", n_layers: int | None = None) -> TinyLlama:
+    """A randomly initialized model; weights scaled like a trained model's (std ~ 1/sqrt(fan_in)).
+    Built directly on ``device`` in ``dtype`` (the 8B preset never exists in fp32 on the host).
+    ``n_layers`` overrides the preset's depth (e.g. a shallower 8B-shaped model)."""
     with torch.device("meta"):
-        model = TinyLlama(PRESETS[preset])
+        model = TinyLlama(preset_config(preset, n_layers))
     model = model.to_empty(device=device).to(dtype)
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
