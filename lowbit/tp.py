@@ -144,13 +144,16 @@ def _read_header(f, path: str) -> dict:
     return header
 
 
-def _read(f, key: str, dim: Optional[int], lo: int = 0, hi: int = 0) -> torch.Tensor:
-    """Tensor ``key`` of the open checkpoint, or only rows/columns [lo:hi] of ``dim``, as a
-    compact tensor (safetensors may hand back a view of a larger, file-backed buffer)."""
+def _read(f, key: str, dim: Optional[int], lo: int = 0, hi: int = 0, device=None) -> torch.Tensor:
+    """Tensor ``key`` of the open checkpoint, or only rows/columns [lo:hi] of ``dim``, on
+    ``device`` as a compact tensor (safetensors may hand back a view of a larger buffer: the
+    copy to another device takes only the view; on the CPU it is copied out)."""
     if dim is None:
-        return f.get_tensor(key)
+        return f.get_tensor(key).to(device)
     sl = f.get_slice(key)
     t = sl[lo:hi] if dim == 0 else sl[:, lo:hi]
+    if torch.device(device).type != "cpu":
+        return t.to(device).contiguous()
     if not t.is_contiguous() or t.untyped_storage().nbytes() != t.numel() * t.element_size():
         t = t.clone(memory_format=torch.contiguous_format)
     return t
@@ -189,36 +192,36 @@ def load_sharded(path: str, model: nn.Module, mesh, device=None, plan: Optional[
             if "qdata" not in parts or "scales" not in parts:
                 raise ValueError(f"lowbit checkpoint {path}: entry {name!r} is missing its qdata/scales")
             if dim is None:
-                got = {p: f.get_tensor(key) for p, key in parts.items()}
+                got = {p: _read(f, key, None, device=device) for p, key in parts.items()}
                 ln, lk = n, k
             elif dim == 0:
                 _check_split(name, (n, k), meta, 0, tp)
                 ln, lk = n // tp, k
-                got = {p: _read(f, key, 0, rank * ln, (rank + 1) * ln) for p, key in parts.items()}
+                got = {p: _read(f, key, 0, rank * ln, (rank + 1) * ln, device) for p, key in parts.items()}
             else:
                 _check_split(name, (n, k), meta, 1, tp)
                 ln, lk = n, k // tp
                 b, gs = meta.bits, meta.group(k)
-                got = {"qdata": _read(f, parts["qdata"], 1, rank * lk * b // CHUNK, (rank + 1) * lk * b // CHUNK)}
+                got = {"qdata": _read(f, parts["qdata"], 1, rank * lk * b // CHUNK, (rank + 1) * lk * b // CHUNK, device)}
                 for p in ("scales", "zeros"):
                     if p in parts:
-                        got[p] = _read(f, parts[p], 1, rank * lk // gs, (rank + 1) * lk // gs)
+                        got[p] = _read(f, parts[p], 1, rank * lk // gs, (rank + 1) * lk // gs, device)
             zeros = got.get("zeros")
             meta.check_parts(got["qdata"], got["scales"], zeros, ln, lk, where=f"lowbit checkpoint {name!r} (rank {rank}/{tp})")
-            to = lambda t, dt=None: None if t is None else t.to(device, dt)  # noqa: E731
-            t = LowBitTensor(to(got["qdata"]), to(got["scales"], wdtype), to(zeros, wdtype), meta, wdtype)
-            sd[name] = t  # the kernel layout is derived on first use, on this device, for this shard
+            cast = lambda t: None if t is None else t.to(wdtype)  # noqa: E731
+            # the kernel layout is derived on first use, on this device, for this shard
+            sd[name] = LowBitTensor(got["qdata"], cast(got["scales"]), cast(zeros), meta, wdtype)
         for key in keys:
             if "::" in key:
                 continue
             dim = sharded.get(key)
             if dim is None:
-                sd[key] = f.get_tensor(key).to(device)
+                sd[key] = _read(f, key, None, device=device)
             else:
                 shape = f.get_slice(key).get_shape()
                 _check_split(key, shape, None, dim, tp)
                 size = shape[dim] // tp
-                sd[key] = _read(f, key, dim, rank * size, (rank + 1) * size).to(device)
+                sd[key] = _read(f, key, dim, rank * size, (rank + 1) * size, device)
         for alias, target in header.get("aliases", {}).items():
             if target not in sd:
                 raise ValueError(f"lowbit checkpoint {path}: alias {alias!r} points to missing {target!r}")
