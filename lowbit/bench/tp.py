@@ -50,8 +50,10 @@ CONFIGS = ("dense", "bf16", "w4g64", "w4g128", "w8", "a8w4", "a8w8")
 def default_tol(dtype: str, config: str) -> float:
     """Relative L2 error allowed between TP > 1 and TP = 1 logits. Row-parallel layers sum
     partial products across ranks (float reassociation; in bf16 each partial is rounded before
-    the all-reduce), so TP is equal to TP = 1 only up to rounding."""
-    tol = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}[dtype]
+    the all-reduce), so TP equals TP = 1 only up to rounding. Measured on the CPU (demo preset,
+    32 layers): bf16 TP=2 vs TP=1 2.3e-2, the same size as bf16 vs fp32 at TP=1 (2.2e-2); fp32
+    ~5e-7. A wrong shard or head split is an O(1) error."""
+    tol = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}[dtype]
     return max(tol, 0.1) if config in _DYNAMIC else tol
 
 
