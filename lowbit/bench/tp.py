@@ -378,6 +378,51 @@ def _print_table(rows: list[dict]) -> None:
             print("  ".join("-" * n for n in w))
 
 
+def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, args) -> list[dict]:
+    """One row per batch size from the ranks' results of one run."""
+    r0, rows = res[0], []
+    for i, b in enumerate(r0["batches"]):
+        row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
+               **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "prefill_ms", "compiled", "compile_error")},
+               "load_s": r0["load_s"], "compile": args.compile}
+        if tp == 1:
+            base[b["batch"]] = b["tokens_per_s"]
+        elif b["batch"] in base:
+            row["speedup_vs_tp1"] = b["tokens_per_s"] / base[b["batch"]]
+        if tp > 1:
+            # every rank holds the full logits and checks them: report the worst rank
+            checks = [(r["rank"], r["batches"][i].get("check") or {}) for r in res]
+            worst_rank, worst = max(checks, key=lambda rc: (not rc[1].get("pass", False), rc[1].get("rel_err", 0.0)))
+            row["check"] = {**worst, "rank": worst_rank, "all_ranks_pass": all(c.get("pass") for _, c in checks)}
+            sh = [r["bytes"]["sharded"] for r in res]
+            row["shard_mib"] = max(sh) / 2**20
+            row["shard_fraction"] = max(sh) / full_sharded if full_sharded else None
+            row["shards_compact"] = all(r["bytes"]["sharded"] == r["bytes"]["sharded_storage"] for r in res)
+            row["shard_bytes_ok"] = bool(row["shards_compact"] and full_sharded
+                                         and all(abs(x * tp / full_sharded - 1) < 0.01 for x in sh))
+        row["replicated_mib"] = r0["bytes"]["replicated"] / 2**20
+        for k in ("gpu_mem_after_load_gib", "gpu_peak_gib"):
+            if k in r0:
+                row[k] = max(r.get(k, 0.0) for r in res)
+        rows.append(row)
+    return rows
+
+
+def _row_problem(r: dict) -> Optional[str]:
+    if r["tp"] == 1:
+        return None
+    if not r["check"].get("all_ranks_pass"):
+        return f"logits check FAILED: {_fmt_check(r['check'])}"
+    if not r.get("shard_bytes_ok"):
+        return (f"shard bytes FAILED: a rank holds {r['shard_fraction']} of the sharded layers, not 1/{r['tp']}"
+                f"{'' if r.get('shards_compact') else ' (a shard is a view keeping a full weight alive)'}")
+    return None
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through _launch, which kills the ranks
+
+
 def main(args) -> int:
     tps = sorted(set(args.tp))
     notes: list[str] = []
@@ -390,6 +435,10 @@ def main(args) -> int:
         n = torch.cuda.device_count()
         if tps[-1] > n:
             raise SystemExit(f"lowbit bench tp: --tp {tps[-1]} needs {tps[-1]} GPUs, {n} visible")
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # e.g. `timeout`: still stop the ranks
+    except ValueError:
+        pass  # not the main thread
     workdir = args.workdir or tempfile.mkdtemp(prefix="lowbit-tp-")
     os.makedirs(workdir, exist_ok=True)
     spec0 = {"preset": args.preset, "layers": args.layers, "dtype": args.dtype, "device": args.device, "seed": args.seed,
@@ -403,8 +452,19 @@ def main(args) -> int:
     rows: list[dict] = []
     errors: list[str] = []
     prep_info: dict = {}
-    device_name = None
+    meta = {"device_name": None}
     t_start = time.perf_counter()
+
+    def dump() -> None:  # after every run, so an interrupted benchmark keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+                           "device": args.device, "device_name": meta["device_name"], "torch": torch.__version__,
+                           "python": platform.python_version(), "preset": args.preset, "layers": layers,
+                           "dtype": args.dtype, "prompt": args.prompt, "tokens": args.tokens, "tp": tps,
+                           "prep": prep_info, "results": rows, "notes": notes, "errors": errors,
+                           "wall_s": time.perf_counter() - t_start}, f, indent=1)
+
     try:
         for cfg in args.configs:
             cdir = os.path.join(workdir, cfg)
@@ -422,72 +482,49 @@ def main(args) -> int:
             errors += errs
             if errs:
                 print(f"[{cfg}] prep FAILED (see the errors below)", flush=True)
+                dump()
                 continue
-            device_name = device_name or prep.get("device_name")
+            meta["device_name"] = meta["device_name"] or prep.get("device_name")
             prep_info[cfg] = {k: prep[k] for k in ("build_s", "save_s", "full_bytes", "ckpt_bytes")}
             print(f"[{cfg}] built + quantized in {prep['build_s']:.1f} s, saved {prep['ckpt_bytes'] / 2**30:.2f} GiB "
-                  f"in {prep['save_s']:.1f} s ({time.perf_counter() - t0:.0f} s with process start)", flush=True)
-            full_sharded = prep["full_bytes"]["sharded"]
+                  f"in {prep['save_s']:.1f} s ({time.perf_counter() - t0:.0f} s in all)", flush=True)
             base: dict[int, float] = {}
             for tp in tps:
                 t0 = time.perf_counter()
                 res, errs = _launch({**spec, "role": "run"}, tp, os.path.join(cdir, f"tp{tp}"), args.timeout)
                 errors += errs
-                print(f"[{cfg}] tp={tp}: {'FAILED' if errs else 'done'} in {time.perf_counter() - t0:.0f} s", flush=True)
                 if errs or not res[0].get("batches"):
+                    print(f"[{cfg}] tp={tp}: FAILED after {time.perf_counter() - t0:.0f} s (see the errors below)", flush=True)
+                    dump()
                     continue
-                r0 = res[0]
-                for i, b in enumerate(r0["batches"]):
-                    row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
-                           **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "prefill_ms", "compiled", "compile_error")},
-                           "load_s": r0["load_s"], "compile": args.compile}
-                    if tp == 1:
-                        base[b["batch"]] = b["tokens_per_s"]
-                    elif b["batch"] in base:
-                        row["speedup_vs_tp1"] = b["tokens_per_s"] / base[b["batch"]]
-                    if tp > 1:
-                        # the check, per rank: every rank holds the full logits; report the worst
-                        checks = [(r["rank"], r["batches"][i].get("check") or {}) for r in res]
-                        worst_rank, worst = max(checks, key=lambda rc: (not rc[1].get("pass", False), rc[1].get("rel_err", 0.0)))
-                        row["check"] = {**worst, "rank": worst_rank, "all_ranks_pass": all(c.get("pass") for _, c in checks)}
-                        sh = [r["bytes"]["sharded"] for r in res]
-                        row["shard_mib"] = max(sh) / 2**20
-                        row["shard_fraction"] = max(sh) / full_sharded if full_sharded else None
-                        row["shards_compact"] = all(r["bytes"]["sharded"] == r["bytes"]["sharded_storage"] for r in res)
-                        row["shard_bytes_ok"] = bool(row["shards_compact"] and full_sharded and all(abs(s * tp / full_sharded - 1) < 0.01 for s in sh))
-                    row["replicated_mib"] = r0["bytes"]["replicated"] / 2**20
-                    for k in ("gpu_mem_after_load_gib", "gpu_peak_gib"):
-                        if k in r0:
-                            row[k] = max(r.get(k, 0.0) for r in res)
-                    rows.append(row)
+                new = _rows(cfg, tp, res, base, prep["full_bytes"]["sharded"], args)
+                rows += new
+                print(f"[{cfg}] tp={tp}: loaded in {res[0]['load_s']:.1f} s, {time.perf_counter() - t0:.0f} s in all", flush=True)
+                for r in new:
+                    problem = _row_problem(r)
+                    if problem:
+                        errors.append(f"{cfg} tp={tp} batch={r['batch']}: {problem}")
+                    print(f"[{cfg}] tp={tp} batch={r['batch']}: {r['tokens_per_s']:.1f} tok/s, {r['ms_per_step']:.2f} ms/step"
+                          + ("" if tp == 1 else f", {_fmt_check(r['check'])}") + (f"  <- {problem}" if problem else ""), flush=True)
+                dump()
             if not args.keep:
                 shutil.rmtree(cdir, ignore_errors=True)
+    except KeyboardInterrupt as e:
+        errors.append(f"interrupted ({e or 'Ctrl-C'}): the results above are partial")
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
     if rows:
         _print_table(rows)
-    fell_back = sorted({r["compile_error"] for r in rows if r["compile"] and not r["compiled"]})
-    for e in fell_back:
+    for e in sorted({r["compile_error"] for r in rows if r["compile"] and not r["compiled"]}):
         notes.append(f"torch.compile failed, decode timed in eager instead: {e}")
-    bad = [r for r in rows if r["tp"] > 1 and not (r["check"].get("all_ranks_pass") and r.get("shard_bytes_ok"))]
-    for r in bad:
-        what = "logits check" if not r["check"].get("all_ranks_pass") else "shard bytes (not 1/tp of the full layers)"
-        errors.append(f"{r['config']} tp={r['tp']} batch={r['batch']}: {what} FAILED: {_fmt_check(r['check'])}")
     for n in notes:
         print(f"note: {n}")
     for e in errors:
         print(f"ERROR: {e}", file=sys.stderr)
-    total = time.perf_counter() - t_start
-    print(f"{'FAILED' if errors else 'ok'}: {len(rows)} rows, {len(errors)} error(s), {total:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-                       "device": args.device, "device_name": device_name, "torch": torch.__version__,
-                       "python": platform.python_version(), "preset": args.preset, "layers": layers,
-                       "dtype": args.dtype, "prompt": args.prompt, "tokens": args.tokens, "tp": tps,
-                       "prep": prep_info, "results": rows, "notes": notes, "errors": errors, "wall_s": total}, f, indent=1)
+    print(f"{'FAILED' if errors else 'ok'}: {len(rows)} rows, {len(errors)} error(s), {time.perf_counter() - t_start:.0f} s", flush=True)
+    dump()
     return 1 if errors else 0
 
 
