@@ -116,16 +116,18 @@ def _init_dist(spec: dict, dev: torch.device, world: int):
     return init_device_mesh(dev.type, (world,))
 
 
-def _logits_for_check(model, toks: torch.Tensor, prompt: int, steps: int) -> torch.Tensor:
-    """Prefill ``prompt`` tokens, then ``steps`` decode steps fed with fixed tokens (not the
-    model's own choices, so every TP size sees the same inputs): the last prefill position's
-    logits and each step's, [B, 1 + steps, vocab] float32 on the CPU."""
-    dev = toks.device
-    out = [model(toks[:, :prompt], torch.arange(prompt, device=dev))[:, -1]]
+def _logits_for_check(model, toks: torch.Tensor, prompt: int, steps: int, step=None) -> torch.Tensor:
+    """Prefill ``prompt`` tokens (eager), then ``steps`` decode steps (``step``, default the
+    model) fed with fixed tokens (not the model's own choices, so every TP size sees the same
+    inputs): the last prefill position's logits and each step's, [B, 1 + steps, vocab] float32
+    on the CPU."""
+    dev, step = toks.device, model if step is None else step
+    out = [model(toks[:, :prompt], torch.arange(prompt, device=dev))[:, -1].float().cpu()]
     for i in range(steps):
         p = prompt + i
-        out.append(model(toks[:, p : p + 1], torch.tensor([p], device=dev))[:, -1])
-    return torch.stack(out, 1).float().cpu()
+        # copied out at once: a CUDA-graph step's output is overwritten by the next replay
+        out.append(step(toks[:, p : p + 1], torch.tensor([p], device=dev))[:, -1].float().cpu())
+    return torch.stack(out, 1)
 
 
 def _compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> dict:
@@ -235,6 +237,8 @@ def _run(spec: dict, rank: int, world: int) -> dict:
             nxt = _decode_steps(step, nxt, pos + warm, tokens)
             _sync(dev)
             dt = time.perf_counter() - t1
+            if compiled:  # the compiled decode step must give this rank's eager logits
+                row["compiled_check"] = _compare(_logits_for_check(model, toks, prompt, steps, step), got, spec["tol"])
         row.update(tokens_per_s=batch * tokens / dt, ms_per_step=dt / tokens * 1e3, compiled=compiled,
                    compile_error=compile_error)
         res["batches"].append(row)
@@ -360,6 +364,13 @@ def _fmt_check(c: Optional[dict]) -> str:
     return f"{'pass' if c['pass'] else 'FAIL'} rel {c['rel_err']:.1e} abs {c['max_abs']:.1e} (tol {c['tol']:.0e})"
 
 
+def _fmt_decode(r: dict) -> str:
+    if not r["compiled"]:
+        return "eager (compile failed)" if r["compile"] else "eager"
+    cc = r.get("compiled_check") or {}
+    return "compiled" + ("" if cc.get("pass") else " != eager!")
+
+
 def _print_table(rows: list[dict]) -> None:
     head = ("config", "tp", "batch", "tok/s", "ms/step", "x tp1", "prefill ms", "shard MiB/rank", "decode", "TP=N vs TP=1 logits")
     lines = [head]
@@ -369,7 +380,7 @@ def _print_table(rows: list[dict]) -> None:
             r["config"], str(r["tp"]), str(r["batch"]), f"{r['tokens_per_s']:.1f}", f"{r['ms_per_step']:.2f}",
             f"{r['speedup_vs_tp1']:.2f}x" if r.get("speedup_vs_tp1") else "-", f"{r['prefill_ms']:.1f}",
             "-" if sh is None else f"{sh:.1f} ({r['shard_fraction']:.3f} of full)",
-            "compiled" if r["compiled"] else "eager", _fmt_check(r.get("check")),
+            _fmt_decode(r), _fmt_check(r.get("check")),
         ))
     w = [max(len(x[i]) for x in lines) for i in range(len(head))]
     for i, x in enumerate(lines):
@@ -385,6 +396,9 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
         row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
                **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "prefill_ms", "compiled", "compile_error")},
                "load_s": r0["load_s"], "compile": args.compile}
+        if b.get("compiled_check"):  # compiled vs eager decode logits, worst rank
+            row["compiled_check"] = max((r["batches"][i].get("compiled_check") or {} for r in res),
+                                        key=lambda c: (not c.get("pass", False), c.get("rel_err", 0.0)))
         if tp == 1:
             base[b["batch"]] = b["tokens_per_s"]
         elif b["batch"] in base:
@@ -409,6 +423,9 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
 
 
 def _row_problem(r: dict) -> Optional[str]:
+    cc = r.get("compiled_check")
+    if cc and not cc.get("pass"):
+        return f"compiled decode differs from eager: {_fmt_check(cc)}"
     if r["tp"] == 1:
         return None
     if not r["check"].get("all_ranks_pass"):
