@@ -3,6 +3,10 @@ W4-quantized model, each saved once as a (quantized) checkpoint and loaded shard
 rank, must give the TP=1 logits; the JSON must carry tokens/s."""
 import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +68,15 @@ def test_tp2_matches_tp1_dense_and_w4_from_checkpoint(tmp_path):
     full = {c: data["prep"][c]["full_bytes"]["sharded"] for c in ("dense", "w4g64")}
     assert full["w4g64"] < full["dense"] / 5
     assert data["device"] == "cpu" and data["tp"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_apply_tp_and_load_sharded_agree_two_processes(tmp_path):
+    worker = Path(__file__).with_name("tp_bench_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "LOWBIT_TP_OUT": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    for rank in (0, 1):
+        lines = (tmp_path / f"rank{rank}.txt").read_text().splitlines()
+        assert len(lines) == 3 and all(line.startswith("TP-OK") for line in lines), (rank, lines)

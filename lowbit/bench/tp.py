@@ -126,7 +126,7 @@ def _logits_for_check(model, toks: torch.Tensor, prompt: int, steps: int, step=N
     for i in range(steps):
         p = prompt + i
         # copied out at once: a CUDA-graph step's output is overwritten by the next replay
-        out.append(step(toks[:, p : p + 1], torch.tensor([p], device=dev))[:, -1].float().cpu())
+        out.append(step(toks[:, p : p + 1].contiguous(), torch.tensor([p], device=dev))[:, -1].float().cpu())
     return torch.stack(out, 1)
 
 
