@@ -5,6 +5,8 @@ every TP > 1 run's logits against TP = 1 on the same tokens.
     lowbit bench tp --preset llama-3.1-8b --configs bf16,w4g128 --batch 1,16 --tp 1,2   (2 GPUs, NCCL)
     lowbit bench tp --preset tiny --device cpu --dtype float32 --tp 1,2                 (CPU, gloo)
 
+(``python -m lowbit.bench.tp ARGS`` is the same command.)
+
 The order is quantize -> save -> load -> shard: a prep process builds each config's model once
 (random weights, fixed seed), quantizes it and writes one checkpoint with lowbit.save_file; then,
 for each TP size, one process per rank builds the model on the meta device and reads only its
@@ -588,7 +590,12 @@ def add_parser(sub) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":  # a rank, started by _launch
         _worker(sys.argv[2])
-    else:
-        sys.exit("usage: lowbit bench tp ... (python -m lowbit.bench.tp --worker SPEC is for the launcher)")
+    else:  # `python -m lowbit.bench.tp ARGS` = `lowbit bench tp ARGS`
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m lowbit.bench.tp")
+        add_parser(parser.add_subparsers(dest="cmd"))
+        ns = parser.parse_args(["tp", *sys.argv[1:]])
+        sys.exit(ns.fn(ns))
