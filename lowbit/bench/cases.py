@@ -16,6 +16,7 @@ builders that need them (the CPU path never imports triton).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import statistics
 import time
@@ -152,13 +153,18 @@ def dense_fp16_rate(n: int = 8192) -> float:
 
 
 # ---------------------------------------------------------------------------- timers
-def time_cpu_blocks(calls: Iterator[Callable], count: int) -> list[float]:
-    """One block of ``count`` timed calls after one warm-up call; returns microseconds.
-    ``calls`` cycles over the weight copies (``itertools.cycle``) and keeps its place
-    between blocks, so every copy is used in turn. A block keeps the op in its steady state
-    (torch's OpenMP workers spin for a while after their own kernels); the caller spreads
-    several blocks over a run so slow phases of a shared machine hit all ops alike."""
-    next(calls)()
+def time_cpu_blocks(calls: Iterator[Callable], count: int, warmup_s: float = 0.02) -> list[float]:
+    """One block of ``count`` timed calls after >= 2 warm-up calls lasting >= ``warmup_s``;
+    returns microseconds. ``calls`` cycles over the weight copies (``itertools.cycle``) and
+    keeps its place between blocks, so every copy is used in turn. The warm-up absorbs the
+    hand-over from the previous op (OpenMP or lowbit pool workers still spinning); a block
+    keeps the op in its steady state; the caller spreads several blocks over a run so slow
+    phases of a shared machine hit all ops alike."""
+    t0 = time.perf_counter()
+    for i in itertools.count():
+        next(calls)()
+        if i >= 1 and time.perf_counter() - t0 >= warmup_s:
+            break
     out = []
     for _ in range(count):
         f = next(calls)
@@ -248,7 +254,11 @@ def build_lowbit(n: int, k: int, bits: int, group_size: Optional[int], act: str,
     w = lin.weight
     wbytes = tensor_bytes(w.kernel_data) if w.kernel_data is not None else w.packed_nbytes
     count = copies_for(wbytes, cache)
-    lins = [lin] + [copy.deepcopy(lin) for _ in range(count - 1)]  # deepcopy re-derives the layout
+    lins = [lin] + [copy.deepcopy(lin) for _ in range(count - 1)]
+    for m in lins:
+        # a deepcopy's inner tensors carry bumped version counters, so its first call would
+        # re-derive the layout (~18 ms at 4096x4096 on CPU): do it now, outside the timing
+        m.weight.refresh_kernel_data()
     gs = group_size or k
     kind = "int8-dyn" if act == "int8" else "weight-only"
     return Case("lowbit", f"lowbit W{bits} {act}", act, dtype, bits, gs, wbytes, count,

@@ -318,6 +318,9 @@ def _run_shape_cpu(n, k, args, env, log):
     fns = {(i, m): itertools.cycle(c.calls(xs[m].to(c.x_dtype))) for i, c in enumerate(built) for m in args.ms}
     errors = {}
     t0 = time.time()
+    for i, c in enumerate(built):  # touch every weight copy once (first calls, page faults)
+        for f in c.calls(xs[args.ms[0]].to(c.x_dtype)):
+            f()
     for _ in range(CPU_PASSES):
         for i in range(len(built)):
             for m in args.ms:
@@ -351,6 +354,13 @@ def _fill_baseline(rows, dev):
         r["x_base"] = b / r["us"] if (b and r["us"]) else None
 
 
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def run_benchmark(args, log=print) -> dict:
     """Run every shape; returns the report dict (also what the JSON holds). ``args`` is the
     resolved namespace (see :func:`_resolve`)."""
@@ -376,6 +386,7 @@ def run_benchmark(args, log=print) -> dict:
     versions = _versions()
     log(f"lowbit bench kernels on {machine['device']}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     log(bw_desc)
+    load0 = _loadavg()
     t0 = time.time()
     rows, unavailable = [], []
     for n, k in args.shapes:
@@ -389,6 +400,8 @@ def run_benchmark(args, log=print) -> dict:
         "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - t0, 1),
         "device_type": dev, "machine": machine, "versions": versions,
+        # 1-minute load average before/after: above the thread count, something else ran
+        "loadavg_1min": {"start": load0, "end": _loadavg()},
         "method": ("CUDA graph over weight copies > 4x L2, median of replays / copies" if dev == "cuda" else
                    f"median of calls after warm-up ({CPU_PASSES} passes of blocks), weight copies > 4x L3"),
         "bandwidth": ({"kind": "copy (read+write)", "gbs": env["bw"] / 1e9, "fp16_tflops": env["rate"] / 1e12}
@@ -562,6 +575,8 @@ def main(args) -> int:
     if report["targets"]:
         print()
         print("\n".join(report["targets"]))
+    la = report["loadavg_1min"]
+    print(f"\nload average (1 min) at start/end: {la['start']}/{la['end']} ({torch.get_num_threads()} torch threads)")
     paths = write_files(report, args.out, plots=not args.no_plots)
     print()
     print("wrote " + ", ".join(paths))
