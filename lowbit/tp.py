@@ -25,6 +25,7 @@ from torch import nn
 
 from .meta import QuantMeta
 from .packing import CHUNK
+from .serialization import _dtype
 from .tensor import LowBitTensor
 
 __all__ = ["tp_plan", "apply_tp", "load_sharded", "shard_bytes", "canonical_bytes", "STYLE_DIM"]
@@ -180,13 +181,22 @@ def load_sharded(path: str, model: nn.Module, mesh, device=None, plan: Optional[
     with safe_open(path, framework="pt", device="cpu") as f:
         header = _read_header(f, path)
         keys = set(f.keys())
+        entries_q = {}
         for name, entry in header["tensors"].items():  # LowBitTensors: qdata, scales (, zeros)
             try:
-                meta = QuantMeta.from_dict(entry["meta"])
-                wdtype = getattr(torch, entry["dtype"])
-                n, k = entry["shape"]
+                entries_q[name] = (QuantMeta.from_dict(entry["meta"]), _dtype(entry["dtype"]), tuple(entry["shape"]))
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise ValueError(f"lowbit checkpoint {path}: entry {name!r} is corrupt or incomplete: {e!r}") from e
+        # every split is checked before any weight is read
+        for name, dim in sharded.items():
+            if name in entries_q:
+                meta, _, shape = entries_q[name]
+                _check_split(name, shape, meta, dim, tp)
+            elif name in keys:
+                _check_split(name, tuple(f.get_slice(name).get_shape()), None, dim, tp)
+            else:
+                raise ValueError(f"lowbit checkpoint {path}: missing sharded weight {name!r}")
+        for name, (meta, wdtype, (n, k)) in entries_q.items():
             dim = sharded.get(name)
             parts = {p: f"{name}::{p}" for p in ("qdata", "scales", "zeros") if f"{name}::{p}" in keys}
             if "qdata" not in parts or "scales" not in parts:
@@ -195,11 +205,9 @@ def load_sharded(path: str, model: nn.Module, mesh, device=None, plan: Optional[
                 got = {p: _read(f, key, None, device=device) for p, key in parts.items()}
                 ln, lk = n, k
             elif dim == 0:
-                _check_split(name, (n, k), meta, 0, tp)
                 ln, lk = n // tp, k
                 got = {p: _read(f, key, 0, rank * ln, (rank + 1) * ln, device) for p, key in parts.items()}
             else:
-                _check_split(name, (n, k), meta, 1, tp)
                 ln, lk = n, k // tp
                 b, gs = meta.bits, meta.group(k)
                 got = {"qdata": _read(f, parts["qdata"], 1, rank * lk * b // CHUNK, (rank + 1) * lk * b // CHUNK, device)}
@@ -218,17 +226,13 @@ def load_sharded(path: str, model: nn.Module, mesh, device=None, plan: Optional[
             if dim is None:
                 sd[key] = _read(f, key, None, device=device)
             else:
-                shape = f.get_slice(key).get_shape()
-                _check_split(key, shape, None, dim, tp)
-                size = shape[dim] // tp
+                size = f.get_slice(key).get_shape()[dim] // tp
                 sd[key] = _read(f, key, dim, rank * size, (rank + 1) * size, device)
         for alias, target in header.get("aliases", {}).items():
             if target not in sd:
                 raise ValueError(f"lowbit checkpoint {path}: alias {alias!r} points to missing {target!r}")
             sd[alias] = sd[target]
     for name, dim in sharded.items():
-        if name not in sd:
-            raise ValueError(f"lowbit checkpoint {path}: missing sharded weight {name!r}")
         sd[name] = _dtensor(sd[name], mesh, dim)
     model.load_state_dict(sd, strict=True, assign=True)
     if hasattr(model, "init_buffers"):
