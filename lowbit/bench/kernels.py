@@ -523,6 +523,7 @@ def plot(report, stem: str) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = [r for r in report["rows"] if r["us"]]
     shapes = list(dict.fromkeys((r["n"], r["k"]) for r in rows))
@@ -546,8 +547,12 @@ def plot(report, stem: str) -> list[str]:
                     ax.plot(ms, ys, marker="o", ms=3, lw=2.2 if s.startswith("lowbit") else 1.2, color=colors[s], label=s)
             ax.axhline(ref, color="grey", lw=0.8, ls="--")
             ax.set_xscale("log", base=2)
+            ms_here = sorted({r["m"] for r in rows if (r["n"], r["k"]) == (n, k)})
+            ax.set_xticks(ms_here, [str(m) for m in ms_here])
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
             if key == "x_base":
                 ax.set_yscale("log", base=2)
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_title(f"{n}x{k}", fontsize=9)
             ax.set_xlabel("M", fontsize=8)
             ax.tick_params(labelsize=7)
