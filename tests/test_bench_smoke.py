@@ -37,7 +37,7 @@ def test_bench_kernels_cpu_writes_json_csv_png(tmp_path, capsys):
 
     from lowbit.cli import main
 
-    assert main(["bench", "kernels", *KERNELS_TINY, "--out", str(tmp_path)]) == 0
+    assert main(["bench", "kernels", *KERNELS_TINY, "--direct", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "256x256 (N x K)" in out and "| 1 |" in out and "| 4 |" in out
     data = json.loads((tmp_path / "kernels-cpu.json").read_text())
@@ -47,13 +47,13 @@ def test_bench_kernels_cpu_writes_json_csv_png(tmp_path, capsys):
     rows = data["rows"]
     got = {(r["impl"], r["act"]) for r in rows}
     assert {("bf16", "bf16"), ("fp32", "fp32"), ("torch-int4", "bf16"), ("torch-int8", "bf16"),
-            ("lowbit", "int8"), ("lowbit", "bf16")} <= got
+            ("lowbit", "int8"), ("lowbit", "bf16"), ("lowbit-direct", "int8")} <= got
     assert len(rows) == 2 * len(got) and not data["unavailable"]
     for r in rows:
         assert set(r) >= {"n", "k", "m", "impl", "label", "bits", "us", "x_base", "floor_us", "pct_floor", "kernel"}
         assert r["status"] == "ok" and r["us"] > 0 and r["floor_us"] > 0 and r["x_base"] > 0, r
-        assert (r["n"], r["k"], r["bits"] if r["impl"] == "lowbit" else 4) == (256, 256, 4) and r["m"] in (1, 4)
-        assert bool(r["kernel"]) == (r["impl"] == "lowbit")
+        assert (r["n"], r["k"], r["bits"] if "lowbit" in r["impl"] else 4) == (256, 256, 4) and r["m"] in (1, 4)
+        assert bool(r["kernel"]) == r["impl"].startswith("lowbit")
     assert all(r["x_base"] == 1.0 for r in rows if r["impl"] == "bf16")
     with open(tmp_path / "kernels-cpu.csv") as f:
         csv_rows = list(csv.DictReader(f))

@@ -240,11 +240,14 @@ def _kernel_namer(weight, x_dtype: torch.dtype, device: torch.device) -> Callabl
 
 
 def build_lowbit(n: int, k: int, bits: int, group_size: Optional[int], act: str, device: torch.device,
-                 cache: int) -> Case:
+                 cache: int, direct: bool = False) -> list[Case]:
     """lowbit as users run it: ``lowbit.quantize_`` on an ``nn.Linear`` (random N(0, 0.02)
     weights), called as ``linear(x)``. act: "fp16"/"bf16"/"fp32" (WeightOnlyConfig) or
-    "int8" (Int8DynamicActivationConfig, x in fp16 on GPU / bf16 on CPU)."""
+    "int8" (Int8DynamicActivationConfig, x in fp16 on GPU / bf16 on CPU). With ``direct``,
+    also the selected backend's ``linear`` called on the same weights (kernel + its thin
+    wrapper, without the tensor subclass and the custom op), to show the dispatch overhead."""
     import lowbit
+    from lowbit import backends
 
     dtype = ACT_DTYPES.get(act) or (torch.float16 if device.type == "cuda" else torch.bfloat16)
     lin = torch.nn.Linear(k, n, bias=False, device=device, dtype=dtype)
@@ -261,9 +264,17 @@ def build_lowbit(n: int, k: int, bits: int, group_size: Optional[int], act: str,
         m.weight.refresh_kernel_data()
     gs = group_size or k
     kind = "int8-dyn" if act == "int8" else "weight-only"
-    return Case("lowbit", f"lowbit W{bits} {act}", act, dtype, bits, gs, wbytes, count,
-                lambda x: [lambda m=m: m(x) for m in lins], _kernel_namer(w, dtype, device),
-                note=f"{kind}, layout {w.kernel_format or 'canonical'}")
+    namer = _kernel_namer(w, dtype, device)
+    out = [Case("lowbit", f"lowbit W{bits} {act}", act, dtype, bits, gs, wbytes, count,
+                lambda x: [lambda m=m: m(x) for m in lins], namer,
+                note=f"{kind}, layout {w.kernel_format or 'canonical'}")]
+    if direct:
+        qws = [m.weight.qweight() for m in lins]
+        b = backends.select("linear", device.type, qws[0], dtype)
+        out.append(Case("lowbit-direct", f"lowbit W{bits} {act} ({b.name} backend call)", act, dtype, bits, gs,
+                        wbytes, count, lambda x: [lambda q=q: b.linear(x, q, None) for q in qws], namer,
+                        note=f"{kind}, backend {b.name}.linear called directly"))
+    return out
 
 
 # ---------------------------------------------------------------------------- dense

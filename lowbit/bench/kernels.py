@@ -140,6 +140,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed replays (GPU, default 20) / calls (CPU, default 30) per cell")
     p.add_argument("--out", default=os.path.join("out", "bench-kernels"),
                    help="directory for kernels-<device>.json/.csv/*.png (default out/bench-kernels)")
+    p.add_argument("--direct", action="store_true",
+                   help="also time lowbit's backend call directly (no tensor subclass / custom op), "
+                   "to show the dispatch overhead of the public path")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quick", action="store_true",
                    help="sanity run: 4096x4096 only, M 1,16 (GPU 1,16,1024), 10 reps, unless given explicitly")
@@ -213,8 +216,7 @@ def _command(args) -> str:
              "--group-size", "none" if args.group_size is None else str(args.group_size),
              "--act", ",".join(args.act), "--peers", ",".join(args.peers) or "none", "--reps", str(args.reps),
              "--out", args.out]
-    if args.no_plots:
-        parts.append("--no-plots")
+    parts += [f for f, on in (("--direct", args.direct), ("--no-plots", args.no_plots)) if on]
     return shlex.join(parts)
 
 
@@ -244,7 +246,8 @@ def _builders(n, k, args, dev, cache):
     for bits in args.bits:
         for act in args.act:
             out.append(("lowbit", bits, act,
-                        lambda b=bits, a=act: C.build_lowbit(n, k, b, args.group_size, a, device, cache)))
+                        lambda b=bits, a=act: C.build_lowbit(n, k, b, args.group_size, a, device, cache,
+                                                             args.direct)))
     return out
 
 
@@ -262,7 +265,7 @@ def _row(dev_name, n, k, m, case: C.Case, us, bw, rate, status="ok", note=""):
             "bits": case.bits, "group_size": case.group_size, "us": us, "x_base": None,
             "floor_us": floor, "floor_kind": "compute" if comp > mem else "memory",
             "pct_floor": floor / us if ok else None, "pct_bw": mem / us if ok else None, "bytes": nbytes,
-            "bw_gbs": bw / 1e9, "kernel": case.kernel(m) if case.impl == "lowbit" else "",
+            "bw_gbs": bw / 1e9, "kernel": case.kernel(m),
             "copies": case.copies, "status": status, "note": "; ".join(x for x in (case.note, note) if x)}
 
 
@@ -274,7 +277,7 @@ def _run_shape_cuda(n, k, args, env, log):
     for impl, bits, act, build in _builders(n, k, args, "cuda", env["cache_bytes"]):
         t0 = time.time()
         try:
-            case = build()
+            built = build()
         except C.Unavailable as e:
             unavailable.append({"n": n, "k": k, "impl": impl, "bits": bits, "act": act, "reason": str(e)})
             log(f"  {n}x{k} {impl} W{bits}: unavailable: {e}")
@@ -285,18 +288,19 @@ def _run_shape_cuda(n, k, args, env, log):
             log(f"  {n}x{k} {impl} W{bits}: build failed: {type(e).__name__}: {e}")
             torch.cuda.empty_cache()
             continue
-        for m in args.ms:
-            x = xs[m].to(case.x_dtype)
-            try:
-                us, note = C.time_cuda_graph(case.calls(x), args.reps)
-                rows.append(_row(env["device"], n, k, m, case, us, env["bw"], env["rate"], note=note))
-            except Exception as e:
-                rows.append(_row(env["device"], n, k, m, case, None, env["bw"], env["rate"],
-                                 status=f"failed: {type(e).__name__}: {str(e)[:200]}"))
-                torch.cuda.synchronize()
-            del x
-        log(f"  {n}x{k} {case.label}: {len(args.ms)} M in {time.time() - t0:.0f} s ({case.copies} copies)")
-        del case
+        for case in built if isinstance(built, list) else [built]:
+            for m in args.ms:
+                x = xs[m].to(case.x_dtype)
+                try:
+                    us, note = C.time_cuda_graph(case.calls(x), args.reps)
+                    rows.append(_row(env["device"], n, k, m, case, us, env["bw"], env["rate"], note=note))
+                except Exception as e:
+                    rows.append(_row(env["device"], n, k, m, case, None, env["bw"], env["rate"],
+                                     status=f"failed: {type(e).__name__}: {str(e)[:200]}"))
+                    torch.cuda.synchronize()
+                del x
+            log(f"  {n}x{k} {case.label}: {len(args.ms)} M in {time.time() - t0:.0f} s ({case.copies} copies)")
+        del built, case
         gc.collect()
         torch.cuda.empty_cache()
     return rows, unavailable
@@ -308,7 +312,8 @@ def _run_shape_cpu(n, k, args, env, log):
     xs = {m: torch.randn(m, k, generator=g) for m in args.ms}
     for impl, bits, act, build in _builders(n, k, args, "cpu", env["cache_bytes"]):
         try:
-            built.append(build())
+            res = build()
+            built += res if isinstance(res, list) else [res]
         except C.Unavailable as e:
             unavailable.append({"n": n, "k": k, "impl": impl, "bits": bits, "act": act, "reason": str(e)})
             log(f"  {n}x{k} {impl} W{bits}: unavailable: {e}")
@@ -390,7 +395,8 @@ def run_benchmark(args, log=print) -> dict:
     t0 = time.time()
     rows, unavailable = [], []
     for n, k in args.shapes:
-        r, u = (_run_shape_cuda if dev == "cuda" else _run_shape_cpu)(n, k, args, env, log)
+        with torch.no_grad():  # inference, as a model's decode step runs
+            r, u = (_run_shape_cuda if dev == "cuda" else _run_shape_cpu)(n, k, args, env, log)
         rows += r
         unavailable += u
     _fill_baseline(rows, dev)
@@ -441,7 +447,7 @@ def format_tables(report) -> str:
     for n, k in dict.fromkeys((r["n"], r["k"]) for r in rows):
         rs = [r for r in rows if (r["n"], r["k"]) == (n, k)]
         series = _series(rs)
-        lowbit = [s for s in series if s.startswith("lowbit")]
+        lowbit = [s for s in series if s.startswith("lowbit") and "backend call" not in s]
         bw = rs[0]["bw_gbs"]
         floor = "max(bytes / copy BW, 2MNK / fp16 rate)" if dev == "cuda" else "bytes / read BW"
         out.append(f"{n}x{k} (N x K): µs per call (× {base}, % of floor); floor = {floor}, BW {bw:.1f} GB/s")
