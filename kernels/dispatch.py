@@ -17,22 +17,26 @@ import torch
 
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
+from .gemv_words import MAX_M as WORDS_MAX_M, words_supported
 
-__all__ = ["Thresholds", "thresholds", "set_thresholds", "set_config", "set_winner", "choose", "config", "run_family",
+__all__ = ["serves", "Thresholds", "thresholds", "set_thresholds", "set_config", "set_winner", "choose", "config", "run_family",
            "linear", "FAMILIES"]
 
-FAMILIES = ("gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+FAMILIES = ("gemv_words", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Which family serves which batch size M (float activations).
 
+    M <= words_max_m and a single-plane width with N % 4 == 0: the word GEMV (CUDA cores,
+    each decoded code reused by every row; measured faster than split-K up to M = 2);
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
+    words_max_m: int = 2
     splitk_max_m: int = 127
     dequant_min_m: int = 128
 
@@ -131,6 +135,14 @@ def _lookup(name: str, family: str, m: int, w: DeviceWeight) -> dict:
 
 def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     """Defaults from the H200 sweep (docs/gpu_kernels.md: `bench_gpu.py --only sweep`)."""
+    if family == "gemv_words":
+        # H200 sweep (benchmarks/gpu_words_probe.py): 1 warp, 16 byte rows per step with the
+        # next step prefetched, ~8 programs per SM; 256 columns at M = 1 (split 16 at
+        # 14336x4096, 32-64 at 4096x4096 and 4096x14336), 128 for more rows (registers)
+        bn = 256 if m == 1 else 128
+        blocks = -(-w.n // bn)
+        split = 1 << max(0, (8 * sms // blocks).bit_length() - 1)
+        return dict(block_n=bn, rows=16, split_k=max(1, min(128, split)), num_warps=1, prefetch=True)
     if family == "gemv_revsplitk":
         # one warp per program, 64 columns x 2 tiles of 64 codes: best of 24 configs at
         # 4096x4096 and 14336x4096 (bigger programs lose to the per-program tail)
@@ -167,6 +179,14 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     return {}
 
 
+def serves(family: str, m: int) -> bool:
+    """Whether a family is meant for M rows: the word GEMV up to its row limit, the other
+    GEMVs only M = 1, the GEMMs M > 1."""
+    if family == "gemv_words":
+        return m <= WORDS_MAX_M
+    return family.startswith("gemv") == (m == 1)
+
+
 def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.device] = None,
            x_dtype: Optional[torch.dtype] = None) -> str:
     """The family for M rows of activations against ``w``: a measured winner for this exact
@@ -175,11 +195,13 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
     if _winners:
         name = _dev(device)[0] if device is not None else _DEFAULT
         fam = _winners.get((name, shape_key(w.n, w.k, w.bits, w.group_size, act_name, m)))
-        if fam is not None and fam.endswith("_int8") == (act == "int8") and fam.startswith("gemv") == (m == 1):
+        if fam is not None and fam.endswith("_int8") == (act == "int8") and serves(fam, m):
             return fam
     if act == "int8":
         return "gemv_int8" if m == 1 else "gemm_int8"
     t = thresholds(device, width_key(w.bits, w.group_size, act_name))
+    if m <= min(t.words_max_m, WORDS_MAX_M) and words_supported(w):
+        return "gemv_words"
     if m <= t.gemv_max_m:
         if w.bits < 8 and revsplitk_block_k(32, w.group_size, w.planes.E) is not None:
             return "gemv_revsplitk"
@@ -211,13 +233,14 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
     quantization for the *_int8 families) -> [M, N] x.dtype."""
     from lowbit.quant import quantize_per_token_int8
 
-    from . import dequant, gemm, gemm_splitk, gemv, gemv_revsplitk
+    from . import dequant, gemm, gemm_splitk, gemv, gemv_revsplitk, gemv_words
 
     if family in ("gemv_int8", "gemm_int8"):
         xq, sx = quantize_per_token_int8(x)
         fn = gemv.gemv_int8 if family == "gemv_int8" else gemm.gemm_int8
         return fn(xq, sx, w, bias, x.dtype, **cfg)
     fns = {
+        "gemv_words": gemv_words.gemv_words,
         "gemv": gemv.gemv,
         "gemv_splitk": gemv.gemv,
         "gemv_pipelined": gemv.gemv_pipelined,

@@ -77,7 +77,7 @@ def _gemm_int8_kernel(
     xq_ptr, sx_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, GS, stride_xm,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, JOIN: tl.constexpr = False,
 ):
     pid = tl.program_id(0).to(tl.int64)
     pid_m, pid_n = _tile_ids(pid, M, N, BM, BN, GROUP_M)
@@ -98,7 +98,7 @@ def _gemm_int8_kernel(
         for k0 in range(g0, g0 + GS, BK):
             a_next = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, k0 + BK, K, BK)
             acc, xsum = dot_tile_int8(acc, xsum, a, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
-                                      W0, W1, W2, E, BITS, BM, BKE, BN, USE_DOT)
+                                      W0, W1, W2, E, BITS, BM, BKE, BN, USE_DOT, JOIN)
             a = a_next
         acc = acc - (z.to(tl.int32) - OFF)[None, :] * xsum[:, None]
         y = y + s[None, :] * acc.to(tl.float32)
@@ -131,7 +131,7 @@ def gemm(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, 
 
 def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor],
               out_dtype: torch.dtype, *, block_m: int = 16, block_n: int = 64, block_k: int = 128,
-              group_m: int = 8, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+              group_m: int = 8, num_warps: int = 4, num_stages: int = 2, join_tiles: bool = True) -> torch.Tensor:
     """int8-activation GEMM. xq: [M, K] int8, sx: [M] fp32 -> [M, N] out_dtype, bit-exact
     against ``lowbit.quant.int8_linear_reference`` (integer zeros)."""
     m, k = xq.shape
@@ -143,10 +143,13 @@ def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optiona
         raise ValueError(f"gemm_int8: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
     out = torch.empty(m, w.n, dtype=out_dtype, device=xq.device)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n),)
+    use_dot = bk // p.E >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
+    # short slices (e.g. 4-bit, group 32): reassemble the tile for one dot instead of CUDA cores
+    join = join_tiles and not use_dot and bk >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
     _gemm_int8_kernel[grid](
         xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
-        bias is not None, bk // p.E >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K, block_m, block_n, bk, group_m,
+        bias is not None, use_dot, block_m, block_n, bk, group_m, join,
         num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
     )
     return out

@@ -96,6 +96,10 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
     """Candidate launch configs per family (``quick``: about 4-8 each). Configs a launcher
     rejects for a shape (e.g. a K tile larger than the group) are skipped by the tuner."""
     warps = (4,) if quick else (2, 4, 8)
+    if family == "gemv_words":
+        return [dict(block_n=bn, rows=r, split_k=s, num_warps=1, prefetch=True)
+                for bn in ((256,) if quick else (256, 512)) for r in ((16,) if quick else (8, 16))
+                for s in ((16, 64) if quick else (8, 16, 32, 64, 128))]
     if family == "gemv_revsplitk":
         bns, bks = ((64, 128, 256), (16, 32)) if quick else ((64, 128, 256), (16, 32, 64))
         return [dict(block_n=bn, block_k=bk, num_warps=w) for bn in bns for bk in bks for w in warps]
@@ -127,10 +131,11 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
 
 
 def families_for(m: int, act: str, available: Iterable[str]) -> list[str]:
-    """GEMV families (names starting 'gemv') serve M = 1, the others M > 1; '*_int8' ones
-    serve int8 activations."""
-    return [f for f in available
-            if f.endswith("_int8") == (act == "int8") and f.startswith("gemv") == (m == 1)]
+    """GEMV families (names starting 'gemv') serve M = 1 (the word GEMV a few rows), the
+    others M > 1; '*_int8' ones serve int8 activations."""
+    from lowbit.kernels.dispatch import serves
+
+    return [f for f in available if f.endswith("_int8") == (act == "int8") and serves(f, m)]
 
 
 def _timer(device: torch.device) -> Callable[[Callable], float]:
@@ -260,9 +265,11 @@ def derive_thresholds(results: list[TuneResult]) -> dict:
             votes = [r.family in fams for r in rs if r.m == m]
             return sum(votes) * 2 > len(votes)
         gemv_max = max([m for m in ms if m == 1] or [1])
+        words = [m for m in ms if wins(m, ("gemv_words",))]
         splitk_max = max([m for m in ms if m > 1 and wins(m, ("gemm_splitk",))] or [gemv_max])
         deq = [m for m in ms if wins(m, ("dequant_cublas",))]
-        out[wk] = {"gemv_max_m": gemv_max, "splitk_max_m": splitk_max, "dequant_min_m": min(deq) if deq else 1 << 30}
+        out[wk] = {"gemv_max_m": gemv_max, "words_max_m": max(words) if words else 0, "splitk_max_m": splitk_max,
+                   "dequant_min_m": min(deq) if deq else 1 << 30}
     return out
 
 
@@ -278,7 +285,7 @@ def install(device: torch.device, dispatch) -> tuning.DeviceTuning:
     for skey, ent in found.winners.items():
         dispatch.set_winner(did.name, skey, ent["family"])
     for wkey, ent in found.thresholds.items():
-        fields = {f: ent[f] for f in ("gemv_max_m", "splitk_max_m", "dequant_min_m") if f in ent}
+        fields = {f: ent[f] for f in ("gemv_max_m", "words_max_m", "splitk_max_m", "dequant_min_m") if f in ent}
         dispatch.set_thresholds(did.name, width=wkey, **fields)
     if not found:
         tuning._warn_once(

@@ -1,4 +1,4 @@
-"""The `lowbit` command: demo, info (autotune and bench arrive with their issues)."""
+"""The `lowbit` command: demo, info, autotune and bench."""
 from __future__ import annotations
 
 import argparse
@@ -141,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import autotune
 
     autotune.add_parser(sub)
-    bench = sub.add_parser("bench", help="benchmarks: e2e decode")
+    bench = sub.add_parser("bench", help="benchmarks: kernels vs peers, e2e decode, tensor parallel")
     bsub = bench.add_subparsers(dest="bench_cmd", required=True)
-    from .bench import e2e
+    import importlib
 
-    e2e.add_parser(bsub)
+    # each bench module adds its own subcommand; importing them is light (torch only)
+    for name in ("kernels", "e2e", "tp"):
+        importlib.import_module(f"{__package__}.bench.{name}").add_parser(bsub)
     return p
 
 

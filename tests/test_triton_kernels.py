@@ -170,7 +170,7 @@ def test_dequantize_matches_reference(block_k):
 
 # ---------------------------------------------------------------- int8 activations (exact)
 @pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("kind", ["gemv", "gemm_dot", "gemm_cuda_core"])
+@pytest.mark.parametrize("kind", ["gemv", "gemm_dot", "gemm_join", "gemm_cuda_core"])
 def test_int8_exact_every_width(bits, kind):
     n, k, gs, m = 23, 128, 64, (1 if kind == "gemv" else 5)
     sym = bits in (2, 5, 8)
@@ -184,6 +184,8 @@ def test_int8_exact_every_width(bits, kind):
         assert torch.equal(one, out)
     elif kind == "gemm_dot":
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32 * plane_config(bits).E)
+    elif kind == "gemm_join":  # 32-code tiles: slices under 32 rows are reassembled for one dot
+        out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32)
     else:
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=4, block_n=16, block_k=32)
     ref = reference_linear(x, codes, s, z, bits, bias, act="int8")
@@ -217,8 +219,12 @@ def test_int8_gemv_group_split_exact():
 def test_dispatch_table():
     _, _, _, dw4 = make(16, 256, 4, 128)
     _, _, _, dw8 = make(16, 256, 8, 128)
-    assert dispatch.choose(1, dw4) == "gemv_revsplitk"
-    assert dispatch.choose(1, dw8) == "gemv_splitk"
+    assert dispatch.choose(1, dw4) == "gemv_words"  # single-plane width, N % 4 == 0
+    assert dispatch.choose(1, dw8) == "gemv_words"
+    assert dispatch.choose(1, make(16, 256, 3, 128)[3]) == "gemv_revsplitk"  # two planes
+    assert dispatch.choose(1, make(18, 256, 8, 128)[3]) == "gemv_splitk"  # N % 4 != 0
+    assert dispatch.choose(2, dw4) == "gemv_words"  # a second row still reuses each decoded code
+    assert dispatch.choose(4, dw4) == "gemm_splitk"
     assert dispatch.choose(16, dw4) == "gemm_splitk"
     assert dispatch.choose(64, dw4) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
     _, _, _, wide = make(64 * 132, 64, 4, 32)
@@ -304,6 +310,43 @@ def test_gemv_word_path(bits):
     ref = reference_linear(x, codes, s, z, bits)
     assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16, words=True), ref)
     assert_close(gemv_revsplitk(x, dw, None, block_n=16, block_k=16, words=False), ref)
+
+
+WORDS_TOL = 5e-5 if DEV == "cpu" else TOL  # fp32 in the interpreter: the ~2**-15 cancellation term shows
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("gs,split_k,block_n,rows,m", [(32, 1, 16, 4, 1), (64, 4, 32, 8, 1), (128, 3, 64, 16, 3),
+                                                       (None, 2, 16, 8, 8)])
+def test_gemv_words(bits, gs, split_k, block_n, rows, m):
+    """Word GEMV: every single-plane width, sym/asym, groups and per-channel, K splits
+    through the self-cleaning workspace (three calls: each must leave it zeroed), bias, a
+    column count that is not a multiple of the block."""
+    from lowbit.kernels.gemv_words import gemv_words
+
+    n, k = 52, 512
+    codes, s, z, dw = make(n, k, bits, gs, sym=bits in (2, 8))
+    for _ in range(3):
+        x = torch.randn(m, k, device=DEV, dtype=ACT)
+        bias = torch.randn(n, device=DEV, dtype=ACT)
+        out = poisoned(lambda: gemv_words(x, dw, bias, block_n=block_n, rows=rows, split_k=split_k))
+        assert_close(out, reference_linear(x, codes, s, z, bits, bias), WORDS_TOL)
+    out = gemv_words(x, dw, None, block_n=block_n, rows=rows, split_k=split_k, prefetch=False)
+    assert_close(out, reference_linear(x, codes, s, z, bits), WORDS_TOL)
+
+
+def test_gemv_words_rejects():
+    from lowbit.kernels.gemv_words import gemv_words
+
+    x = torch.randn(1, 128, device=DEV, dtype=ACT)
+    with pytest.raises(ValueError, match="bits in"):
+        gemv_words(x, make(8, 128, 3, 64)[3])
+    with pytest.raises(ValueError, match="N % 4"):
+        gemv_words(x, make(10, 128, 4, 64)[3])
+    with pytest.raises(ValueError, match="expects x"):
+        gemv_words(x[:, :64], make(8, 128, 4, 64)[3])
+    with pytest.raises(ValueError, match="expects x"):
+        gemv_words(torch.randn(9, 128, device=DEV, dtype=ACT), make(8, 128, 4, 64)[3])  # more rows than MAX_M
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])

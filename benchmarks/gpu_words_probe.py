@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Word GEMV (kernels/gemv_words.py) on a GPU: correctness at realistic shapes (M = 1 and the
+multi-row kernel), launch-config sweeps at M = 1, 2, 4, 8 against fp16 cuBLAS, tinygemm and the
+family the dispatcher would otherwise pick, and the int8 GEMM with group 32 (joined tiles vs
+CUDA cores). Method as benchmarks/bench_gpu.py: one CUDA graph over weight copies > 4x L2,
+median of replays / copies.
+
+Usage: PYTHONPATH=. python3 benchmarks/gpu_words_probe.py [--shapes 14336x4096,4096x4096] [--ms 1,2,4,8]
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, "benchmarks")
+import bench_gpu as bg  # noqa: E402
+from bench_gpu import copies_for, graph_us, log, make_weight, rel  # noqa: E402
+
+from lowbit.backends.triton import ensure_kernels  # noqa: E402
+
+ensure_kernels()
+from lowbit.kernels import dispatch  # noqa: E402
+from lowbit.kernels.dequant import reference_linear  # noqa: E402
+from lowbit.kernels.gemv_words import gemv_words  # noqa: E402
+
+
+def check():
+    bad = 0
+    for bits, gs, sym in [(4, 128, False), (4, 32, True), (4, None, False), (2, 128, False), (1, 64, False), (8, 128, True)]:
+        for dtype in (torch.float16, torch.bfloat16):
+            n, k = 4096, 4096
+            codes, s, z, dw = make_weight(n, k, bits, gs, dtype, sym=sym)
+            for m in (1, 3, 8):
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                b = torch.randn(n, device="cuda", dtype=dtype)
+                ref = reference_linear(x.float(), codes, s.float(), None if z is None else z.float(), bits) + b.float()
+                for cfg in [dict(), dict(split_k=1), dict(split_k=32, block_n=128, rows=8, prefetch=False)]:
+                    for _ in range(3):  # replays: the self-cleaning workspace must stay clean
+                        out = gemv_words(x, dw, b, **cfg)
+                    e = rel(out, ref)
+                    ok = e <= (1e-3 if dtype == torch.float16 else 4e-3)
+                    bad += not ok
+                    log(f"  check W{bits} g{gs} sym={sym} {str(dtype)[6:]} M={m} {cfg}: rel {e:.2e} {'ok' if ok else 'FAIL'}")
+    log(f"check: {bad} failures")
+    return bad
+
+
+def weights(n, k, bits=4, gs=128):
+    probe = make_weight(n, k, bits, gs, torch.float16, real=False)[3]
+    nbytes = probe.codes.numel() + 2 * probe.scales.numel() * 2
+    return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
+
+
+def sweep(n, k, m, grid, dws):
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    res = []
+    for cfg in grid:
+        try:
+            us = graph_us([lambda d=d: gemv_words(x, d, None, **cfg) for d in dws], reps=20)
+        except Exception as e:
+            log(f"  {cfg}: {type(e).__name__}: {str(e)[:100]}")
+            continue
+        res.append((us, cfg))
+    res.sort(key=lambda r: r[0])
+    for us, cfg in res[:6]:
+        log(f"  {n}x{k} M={m} words {us:7.2f} us {cfg}")
+    fam = dispatch.choose(m, dws[0], "none", x.device) if m > 1 else "gemv_revsplitk"
+    c = dict(dispatch.config(fam, m, dws[0], x.device))
+    other = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **c) for d in dws])
+    cub = bg.time_cublas(n, k, m)
+    tg = bg.time_tinygemm(n, k, m)
+    fl, _ = bg.floor_us(n, k, m, 4, 128)
+    best = res[0][0] if res else float("nan")
+    log(f"{n}x{k} M={m}: cuBLAS {cub:.1f}  tinygemm {tg:.1f} ({cub / tg:.2f}x)  {fam} {other:.1f} ({cub / other:.2f}x)  "
+        f"words {best:.1f} ({cub / best:.2f}x, {fl / best:.0%} of copy BW; floor {fl:.1f})")
+    return dict(n=n, k=k, m=m, cublas=cub, tinygemm=tg, other_family=fam, other=other, words=best, floor=fl,
+                top=[(u, c_) for u, c_ in res[:8]])
+
+
+def int8_g32(n=14336, k=4096, ms=(16, 32, 64)):
+    from lowbit import quant
+    from lowbit.kernels.gemm import gemm_int8
+
+    dws = weights(n, k, 4, 32)
+    out = []
+    for m in ms:
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        xq, sx = quant.quantize_per_token_int8(x)
+        cfg = dispatch.config("gemm_int8", m, dws[0], x.device)
+        t = {}
+        for join in (False, True):
+            t[join] = graph_us([lambda d=d: gemm_int8(xq, sx, d, None, torch.float16, join_tiles=join, **cfg) for d in dws])
+        cub = bg.time_cublas(n, k, m)
+        log(f"int8 W4 g32 {n}x{k} M={m}: cuBLAS fp16 {cub:.1f}  gemm_int8 CUDA-core {t[False]:.1f}  joined tiles {t[True]:.1f} "
+            f"({cub / t[True]:.2f}x)")
+        out.append(dict(m=m, cublas=cub, cuda_core=t[False], joined=t[True]))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="14336x4096,4096x4096,4096x14336")
+    ap.add_argument("--ms", default="1,2,4,8")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    a = ap.parse_args()
+    bg.section_env()
+    res = {"env": bg.RESULTS["env"], "check_failures": check(), "sweep": []}
+    for s in a.shapes.split(","):
+        n, k = map(int, s.split("x"))
+        dws = weights(n, k)
+        for m in map(int, a.ms.split(",")):
+            if m == 1:
+                grid = [dict(block_n=256, rows=16, split_k=sp, num_warps=1, prefetch=True, maxnreg=mr)
+                        for sp in (16, 32, 64, 128) for mr in (None, 168, 128, 96)]
+            else:
+                grid = [dict(block_n=bn, rows=r, split_k=sp, num_warps=nw, prefetch=True)
+                        for bn in (64, 128, 256) for r in (8, 16) for nw in (1, 2) for sp in (8, 16, 32)]
+            res["sweep"].append(sweep(n, k, m, grid, dws))
+        del dws
+    res["int8_g32"] = int8_g32()
+    with open(os.path.join(a.out, "words_probe.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

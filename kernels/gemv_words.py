@@ -1,0 +1,369 @@
+"""Word GEMV (M = 1..8) for single-plane widths (1, 2, 4, 8 bits): 32-bit loads, ~2.5 ops a code.
+
+Family: reads the same N-contiguous device layout as the others, but as int32 words (4
+columns x one byte row each, so ``N % 4 == 0``), each thread owning whole words of a few
+byte rows. A code becomes a float without extracting it: one shift per byte puts the byte's
+fields at mantissa bits 15..22, and one AND+OR (a single LOP3) per code gives the fp32
+``f = 1 + q * 2**(BITS*t - 8)`` for field ``t``. With the activation pre-scaled by the
+inverse power, ``f * x' = x' + q * x``, so one FMA per code accumulates ``sum q*x`` plus
+``sum x'``, which is subtracted once per group (exact powers of two; the cancellation costs
+under 2**-15 relative). Per code: LOP3 + FFMA, plus a shift per byte.
+
+Program ``(pid_n, pid_k)`` owns ``4 * BNW`` columns and ``rows_per_program`` byte rows. With
+``SPLIT_K > 1`` partial sums go by fire-and-forget ``atomic_add`` into a persistent fp32
+workspace; the last program of a column block (an acq_rel counter) reads the sums, writes
+zeros back for the next call, adds the bias and writes the output.
+Workspace and counters clean themselves, so no memset or cast kernel runs per call and
+a CUDA-graph replay is correct.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .layout import DeviceWeight
+
+WIDTHS = (1, 2, 4, 8)
+# per (device, stream): fp32 sums and int32 counters, zeroed once, left zeroed by each call
+_WS_FLOATS = 1 << 20
+_WS_COUNTERS = 1 << 16
+_workspaces: dict = {}
+_ONE_BITS = 0x3F800000  # 1.0f
+MAX_M = 8  # activation rows per call: each decoded code is reused this many times on CUDA cores
+
+
+@triton.jit
+def _field_f32(w, C: tl.constexpr, T: tl.constexpr, BITS: tl.constexpr, FPS: tl.constexpr, one):
+    """fp32 ``1 + q * 2**-(BITS*(FPS-u))`` for field ``T`` (run ``T // FPS``, place ``u = T % FPS``)
+    of byte ``C`` of each int32 word: the run is shifted so its top field ends at mantissa bit
+    22, then one AND+OR keeps the field and sets the exponent of 1.0. The shift is the same for
+    the ``FPS`` fields of a run, so the compiler computes it once."""
+    SHIFT: tl.constexpr = 23 - BITS * FPS * (T // FPS + 1) - 8 * C
+    FIELD: tl.constexpr = ((1 << BITS) - 1) << (23 - BITS * (FPS - T % FPS))
+    if SHIFT >= 0:
+        sh = w << SHIFT
+    else:
+        sh = w >> (-SHIFT)  # arithmetic shift: the sign bits are masked off below
+    # ``one`` (the bits of 1.0f) is a kernel argument, not a literal: with one constant in a
+    # register the AND and the OR fuse into a single LOP3 (two immediates cannot)
+    return ((sh & FIELD) | one).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _gemv_words_kernel(
+    x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
+    N, RG, RPP, one,
+    BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+    BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    E: tl.constexpr = 8 // BITS
+    # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
+    # runs whose lowest field is at 2**-4, keeping the cancellation error near 1e-6
+    FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    NW = N // 4
+    offs_w = pid_n * BNW + tl.arange(0, BNW)
+    w_mask = offs_w < NW
+    offs_r = tl.arange(0, R)
+    row_lo = pid_k * RPP
+    ch = tl.minimum(RG, RPP)  # rows sharing one scale inside this program
+    CAP: tl.constexpr = 128 // E  # rows of 128 codes
+    if ch > CAP and ch % CAP == 0:
+        ch = CAP  # long (per-channel) groups: short sums keep the cancellation error small
+    o0 = tl.zeros([BNW], dtype=tl.float32)
+    o1 = o0
+    o2 = o0
+    o3 = o0
+    a0 = o0
+    a1 = o0
+    a2 = o0
+    a3 = o0
+    cx = tl.zeros([R], dtype=tl.float32)  # sum of the pre-scaled activations
+    sx = tl.zeros([R], dtype=tl.float32)  # sum of the activations
+    n_it = RPP // R
+    ipc = ch // R  # steps per scale chunk
+    ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
+    wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+    for it in range(0, n_it):
+        r0 = row_lo + it * R
+        if PREFETCH:  # next step's words in flight while this step computes
+            nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R  # the last step reloads its own rows
+            wn = tl.load(ptrs + nxt.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+        else:
+            wt = tl.load(ptrs + r0.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+        rows = r0 + offs_r
+        for t in tl.static_range(E):
+            xv = tl.load(x_ptr + rows * E + t).to(tl.float32)
+            xs = xv * (1 << (BITS * (FPS - t % FPS)))  # exact power of two
+            cx += xs
+            sx += xv
+            a0 += tl.sum(_field_f32(wt, 0, t, BITS, FPS, one) * xs[:, None], axis=0)
+            a1 += tl.sum(_field_f32(wt, 1, t, BITS, FPS, one) * xs[:, None], axis=0)
+            a2 += tl.sum(_field_f32(wt, 2, t, BITS, FPS, one) * xs[:, None], axis=0)
+            a3 += tl.sum(_field_f32(wt, 3, t, BITS, FPS, one) * xs[:, None], axis=0)
+        if (it + 1) % ipc == 0:  # end of a scale chunk: apply the group's scale and zero
+            g = r0 // RG
+            cxs = tl.sum(cx, axis=0)
+            sxs = tl.sum(sx, axis=0)
+            o0 += _group_term_1d(a0, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 0, HAS_Z, BITS)
+            o1 += _group_term_1d(a1, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 1, HAS_Z, BITS)
+            o2 += _group_term_1d(a2, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 2, HAS_Z, BITS)
+            o3 += _group_term_1d(a3, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 3, HAS_Z, BITS)
+            a0 = tl.zeros([BNW], dtype=tl.float32)
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            cx = tl.zeros([R], dtype=tl.float32)
+            sx = cx
+        if PREFETCH:
+            wt = wn
+    if SPLIT_K == 1:
+        _store_cols_1d(out_ptr, bias_ptr, o0, offs_w, w_mask, 0, HAS_BIAS)
+        _store_cols_1d(out_ptr, bias_ptr, o1, offs_w, w_mask, 1, HAS_BIAS)
+        _store_cols_1d(out_ptr, bias_ptr, o2, offs_w, w_mask, 2, HAS_BIAS)
+        _store_cols_1d(out_ptr, bias_ptr, o3, offs_w, w_mask, 3, HAS_BIAS)
+    else:
+        tl.atomic_add(ws_ptr + 4 * offs_w, o0, mask=w_mask, sem="relaxed")
+        tl.atomic_add(ws_ptr + 4 * offs_w + 1, o1, mask=w_mask, sem="relaxed")
+        tl.atomic_add(ws_ptr + 4 * offs_w + 2, o2, mask=w_mask, sem="relaxed")
+        tl.atomic_add(ws_ptr + 4 * offs_w + 3, o3, mask=w_mask, sem="relaxed")
+        tl.debug_barrier()  # every thread's sums are issued before the block counts itself
+        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
+        if done == SPLIT_K - 1:  # the last program of this column block writes the output
+            offs_n = pid_n * (4 * BNW) + tl.arange(0, 4 * BNW)
+            n_mask = offs_n < N
+            # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
+            # program's sums; the zeros left behind serve the next call
+            y = tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0, cache_modifier=".cg")
+            tl.store(ws_ptr + offs_n, tl.zeros([4 * BNW], dtype=tl.float32), mask=n_mask)
+            if HAS_BIAS:
+                y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0)
+
+
+@triton.jit
+def _group_term_1d(a, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, C: tl.constexpr, HAS_Z: tl.constexpr,
+                BITS: tl.constexpr):
+    """``s * (sum q*x - z * sum x)`` of one group for byte column ``C`` of each word."""
+    cols = 4 * offs_w + C
+    s = tl.load(s_ptr + g * N + cols, mask=w_mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + g * N + cols, mask=w_mask, other=0.0).to(tl.float32)
+        return s * (a - cxs - z * sxs)
+    else:
+        return s * (a - cxs - (1 << (BITS - 1)) * sxs)
+
+
+@triton.jit
+def _store_cols_1d(out_ptr, bias_ptr, o, offs_w, w_mask, C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    cols = 4 * offs_w + C
+    if HAS_BIAS:
+        o += tl.load(bias_ptr + cols, mask=w_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + cols, o.to(out_ptr.dtype.element_ty), mask=w_mask)
+
+
+@triton.jit
+def _gemv_words_rows_kernel(
+    x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
+    M, N, RG, RPP, stride_xm, one,
+    BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+    BM: tl.constexpr, BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    E: tl.constexpr = 8 // BITS
+    # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
+    # runs whose lowest field is at 2**-4, keeping the cancellation error near 1e-6
+    FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    NW = N // 4
+    offs_w = pid_n * BNW + tl.arange(0, BNW)
+    w_mask = offs_w < NW
+    offs_r = tl.arange(0, R)
+    offs_m = tl.arange(0, BM)
+    m_mask = offs_m < M
+    row_lo = pid_k * RPP
+    ch = tl.minimum(RG, RPP)  # rows sharing one scale inside this program
+    CAP: tl.constexpr = 128 // E  # rows of 128 codes
+    if ch > CAP and ch % CAP == 0:
+        ch = CAP  # long (per-channel) groups: short sums keep the cancellation error small
+    # per activation row m and byte column c of each word: running sums a (this chunk), o (all)
+    o0 = tl.zeros([BM, BNW], dtype=tl.float32)
+    o1 = o0
+    o2 = o0
+    o3 = o0
+    a0 = o0
+    a1 = o0
+    a2 = o0
+    a3 = o0
+    cx = tl.zeros([BM, R], dtype=tl.float32)  # sum of the pre-scaled activations
+    sx = cx  # sum of the activations
+    n_it = RPP // R
+    ipc = ch // R  # steps per scale chunk
+    ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_r[None, :] * E
+    wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+    for it in range(0, n_it):
+        r0 = row_lo + it * R
+        if PREFETCH:  # next step's words in flight while this step computes
+            nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R  # the last step reloads its own rows
+            wn = tl.load(ptrs + nxt.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+        else:
+            wt = tl.load(ptrs + r0.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+        for t in tl.static_range(E):
+            xv = tl.load(x_ptrs + (r0 * E + t), mask=m_mask[:, None], other=0.0).to(tl.float32)
+            xs = xv * (1 << (BITS * (FPS - t % FPS)))  # exact power of two
+            cx += xs
+            sx += xv
+            a0 += _rows_dot(_field_f32(wt, 0, t, BITS, FPS, one), xs, BM)
+            a1 += _rows_dot(_field_f32(wt, 1, t, BITS, FPS, one), xs, BM)
+            a2 += _rows_dot(_field_f32(wt, 2, t, BITS, FPS, one), xs, BM)
+            a3 += _rows_dot(_field_f32(wt, 3, t, BITS, FPS, one), xs, BM)
+        if (it + 1) % ipc == 0:  # end of a scale chunk: apply the group's scale and zero
+            g = r0 // RG
+            cxs = tl.sum(cx, axis=1)[:, None]
+            sxs = tl.sum(sx, axis=1)[:, None]
+            o0 += _group_term(a0, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 0, HAS_Z, BITS)
+            o1 += _group_term(a1, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 1, HAS_Z, BITS)
+            o2 += _group_term(a2, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 2, HAS_Z, BITS)
+            o3 += _group_term(a3, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, 3, HAS_Z, BITS)
+            a0 = tl.zeros([BM, BNW], dtype=tl.float32)
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            cx = tl.zeros([BM, R], dtype=tl.float32)
+            sx = cx
+        if PREFETCH:
+            wt = wn
+    mw_mask = m_mask[:, None] & w_mask[None, :]
+    if SPLIT_K == 1:
+        _store_cols(out_ptr, bias_ptr, o0, offs_m, offs_w, mw_mask, N, 0, HAS_BIAS)
+        _store_cols(out_ptr, bias_ptr, o1, offs_m, offs_w, mw_mask, N, 1, HAS_BIAS)
+        _store_cols(out_ptr, bias_ptr, o2, offs_m, offs_w, mw_mask, N, 2, HAS_BIAS)
+        _store_cols(out_ptr, bias_ptr, o3, offs_m, offs_w, mw_mask, N, 3, HAS_BIAS)
+    else:
+        ws_cols = ws_ptr + offs_m[:, None] * N + 4 * offs_w[None, :]
+        tl.atomic_add(ws_cols, o0, mask=mw_mask, sem="relaxed")
+        tl.atomic_add(ws_cols + 1, o1, mask=mw_mask, sem="relaxed")
+        tl.atomic_add(ws_cols + 2, o2, mask=mw_mask, sem="relaxed")
+        tl.atomic_add(ws_cols + 3, o3, mask=mw_mask, sem="relaxed")
+        tl.debug_barrier()  # every thread's sums are issued before the block counts itself
+        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
+        if done == SPLIT_K - 1:  # the last program of this column block writes the output
+            offs_n = pid_n * (4 * BNW) + tl.arange(0, 4 * BNW)
+            mn_mask = m_mask[:, None] & (offs_n < N)[None, :]
+            off = offs_m[:, None] * N + offs_n[None, :]
+            # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
+            # program's sums; the zeros left behind serve the next call
+            y = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
+            tl.store(ws_ptr + off, tl.zeros([BM, 4 * BNW], dtype=tl.float32), mask=mn_mask)
+            if HAS_BIAS:
+                y += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mn_mask)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0)
+
+
+@triton.jit
+def _rows_dot(f, xs, BM: tl.constexpr):
+    """``sum_r f[r, :] * xs[m, r]`` for each activation row m: [R, BNW] x [BM, R] -> [BM, BNW]."""
+    return tl.sum(f[None, :, :] * xs[:, :, None], axis=1)
+
+
+@triton.jit
+def _group_term(a, cxs, sxs, s_ptr, z_ptr, g, N, offs_w, w_mask, C: tl.constexpr, HAS_Z: tl.constexpr,
+                BITS: tl.constexpr):
+    """``s * (sum q*x - z * sum x)`` of one group for byte column ``C`` of each word;
+    a: [BM, BNW]; cxs, sxs: [BM, 1]."""
+    cols = 4 * offs_w + C
+    s = tl.load(s_ptr + g * N + cols, mask=w_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_Z:
+        z = tl.load(z_ptr + g * N + cols, mask=w_mask, other=0.0).to(tl.float32)[None, :]
+        return s * (a - cxs - z * sxs)
+    else:
+        return s * (a - cxs - (1 << (BITS - 1)) * sxs)
+
+
+@triton.jit
+def _store_cols(out_ptr, bias_ptr, o, offs_m, offs_w, mask, N, C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    cols = 4 * offs_w + C
+    if HAS_BIAS:
+        o += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + offs_m[:, None] * N + cols[None, :], o.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-cleaning split-K buffers for the current stream of ``device`` (zeroed once; each
+    call leaves them zeroed). One pair per stream, so concurrent streams never share."""
+    key = (device, torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0)
+    if key not in _workspaces:
+        _workspaces[key] = (torch.zeros(_WS_FLOATS, dtype=torch.float32, device=device),
+                            torch.zeros(_WS_COUNTERS, dtype=torch.int32, device=device))
+    return _workspaces[key]
+
+
+def words_supported(w: DeviceWeight) -> bool:
+    """Single-plane width, whole words of columns, whole groups of byte rows."""
+    return w.bits in WIDTHS and w.n % 4 == 0 and w.group_size % (8 // w.bits) == 0
+
+
+def words_split(rows: int, rows_per_group: int, split_k: int, r: int) -> Optional[int]:
+    """The largest split <= ``split_k`` whose row ranges are whole multiples of ``r`` rows and
+    either hold whole groups or lie inside one group; None if even 1 does not fit."""
+    for s in range(max(split_k, 1), 0, -1):
+        if rows % s:
+            continue
+        rpp = rows // s
+        if rpp % r:
+            continue
+        if (rpp >= rows_per_group and rpp % rows_per_group == 0 and rows_per_group % r == 0) or \
+                (rpp < rows_per_group and rows_per_group % rpp == 0):
+            return s
+    return None
+
+
+def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 256,
+               rows: int = 16, split_k: int = 8, num_warps: int = 1, num_stages: int = 1,
+               prefetch: bool = True, maxnreg: Optional[int] = None) -> torch.Tensor:
+    """y = x @ W.T (+ bias). x: [M, K] fp16/bf16/fp32 (M <= MAX_M; unit stride along K) ->
+    [M, N] x.dtype. Every row of x reuses each decoded code (CUDA cores, no tensor cores).
+
+    block_n: columns per program (a multiple of 4); rows: byte rows loaded per step (a power
+    of two); split_k: K ranges over a second grid axis (reduced to one that fits); maxnreg:
+    a register cap per thread (more resident warps, more loads in flight)."""
+    if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_M or x.shape[1] != w.k or x.stride(1) != 1:
+        raise ValueError(f"gemv_words expects x [M <= {MAX_M}, {w.k}] with unit stride along K, got "
+                         f"{tuple(x.shape)} strides {x.stride()}")
+    if not words_supported(w):
+        raise ValueError(f"gemv_words needs bits in {WIDTHS} and N % 4 == 0, got bits={w.bits} N={w.n}")
+    m = x.shape[0]
+    e = 8 // w.bits
+    total_rows = w.k // e
+    rg = w.group_size // e
+    r = min(rows, rg) if rg % min(rows, rg) == 0 else 1
+    split = words_split(total_rows, rg, split_k, r)
+    if split is None:
+        raise ValueError(f"gemv_words: no K split fits K={w.k} group_size={w.group_size} rows={r}")
+    bnw = max(block_n // 4, 1)
+    out = torch.empty(m, w.n, dtype=x.dtype, device=x.device)
+    ws, cnt = _workspace(x.device)
+    grid = (triton.cdiv(w.n // 4, bnw), split)
+    if split > 1 and (grid[0] > cnt.numel() or m * w.n > ws.numel()):
+        split = 1  # the split-K workspace is too small for this problem: one program per column block
+        grid = (grid[0], 1)
+    kw = dict(num_warps=num_warps, num_stages=num_stages)
+    if maxnreg is not None:
+        kw["maxnreg"] = maxnreg
+    args = (x, w.codes.view(torch.int32), w.scales, w.zeros if w.zeros is not None else w.scales,
+            bias if bias is not None else w.scales, ws, cnt, out)
+    if m == 1:  # 1-D accumulators: the multi-row kernel's [1, BNW] tensors cost registers
+        _gemv_words_kernel[grid](*args, w.n, rg, total_rows // split, _ONE_BITS, w.bits, w.zeros is not None,
+                                 bias is not None, split, bnw, r, prefetch, **kw)
+    else:
+        _gemv_words_rows_kernel[grid](*args, m, w.n, rg, total_rows // split, x.stride(0), _ONE_BITS, w.bits,
+                                      w.zeros is not None, bias is not None, split, 1 << (m - 1).bit_length(), bnw,
+                                      r, prefetch, **kw)
+    return out
