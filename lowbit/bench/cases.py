@@ -174,10 +174,11 @@ def time_cpu_blocks(calls: Iterator[Callable], count: int, warmup_s: float = 0.0
     return out
 
 
-def time_cuda_graph(fns: list, reps: int = 20) -> tuple[float, str]:
-    """Median microseconds per call of ``fns`` (one per weight copy), all captured in one
-    CUDA graph, median of ``reps`` replays divided by the copies. Falls back to event timing
-    of the same loop when capture fails; the second value says which ("" or a note)."""
+def time_cuda_graph(fns: list, reps: int = 20) -> tuple[list[float], str]:
+    """Microseconds per call of ``fns`` (one per weight copy), all captured in one CUDA
+    graph: one value per replay (replay time / copies); the caller takes the median. Falls
+    back to event timing of the same loop when capture fails; the second value says which
+    ("" or a note)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):  # warm-up outside the graph: JIT, autotuning, workspaces
@@ -209,7 +210,7 @@ def time_cuda_graph(fns: list, reps: int = 20) -> tuple[float, str]:
         b.record()
         b.synchronize()
         ts.append(a.elapsed_time(b) * 1e3 / len(fns))
-    return statistics.median(ts), note
+    return ts, note
 
 
 # ---------------------------------------------------------------------------- lowbit

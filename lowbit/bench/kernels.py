@@ -61,7 +61,8 @@ GPU_TARGET_X = {1: 3.0, 4: 2.8, 16: 2.5, 64: 1.5, 1024: 0.9}
 CPU_TARGET_BW = {1: 0.85, 4: 0.70}
 CPU_TARGET_X = {64: 1.5}
 
-ROW_FIELDS = ["device", "n", "k", "m", "impl", "label", "act", "bits", "group_size", "us", "x_base", "floor_us",
+ROW_FIELDS = ["device", "n", "k", "m", "impl", "label", "act", "bits", "group_size", "us", "us_min", "samples",
+              "x_base", "floor_us",
               "floor_kind", "pct_floor", "pct_bw", "bytes", "bw_gbs", "kernel", "copies", "status", "note"]
 
 
@@ -251,9 +252,10 @@ def _builders(n, k, args, dev, cache):
     return out
 
 
-def _row(dev_name, n, k, m, case: C.Case, us, bw, rate, status="ok", note=""):
-    """One measurement with its floors. bw: B/s of the memory floor; rate: FLOP/s of the
-    compute floor (GPU) or None."""
+def _row(dev_name, n, k, m, case: C.Case, times, bw, rate, status="ok", note=""):
+    """One measurement (median of ``times``, µs) with its floors. bw: B/s of the memory
+    floor; rate: FLOP/s of the compute floor (GPU) or None."""
+    us = statistics.median(times) if times else None
     xb = m * k * case.x_dtype.itemsize
     ob = m * n * (case.out_dtype or case.x_dtype).itemsize
     nbytes = case.weight_bytes + xb + ob
@@ -262,7 +264,8 @@ def _row(dev_name, n, k, m, case: C.Case, us, bw, rate, status="ok", note=""):
     floor = max(mem, comp)
     ok = us is not None and us > 0
     return {"device": dev_name, "n": n, "k": k, "m": m, "impl": case.impl, "label": case.label, "act": case.act,
-            "bits": case.bits, "group_size": case.group_size, "us": us, "x_base": None,
+            "bits": case.bits, "group_size": case.group_size, "us": us, "us_min": min(times) if times else None,
+            "samples": len(times or ()), "x_base": None,
             "floor_us": floor, "floor_kind": "compute" if comp > mem else "memory",
             "pct_floor": floor / us if ok else None, "pct_bw": mem / us if ok else None, "bytes": nbytes,
             "bw_gbs": bw / 1e9, "kernel": case.kernel(m),
@@ -292,8 +295,8 @@ def _run_shape_cuda(n, k, args, env, log):
             for m in args.ms:
                 x = xs[m].to(case.x_dtype)
                 try:
-                    us, note = C.time_cuda_graph(case.calls(x), args.reps)
-                    rows.append(_row(env["device"], n, k, m, case, us, env["bw"], env["rate"], note=note))
+                    ts, note = C.time_cuda_graph(case.calls(x), args.reps)
+                    rows.append(_row(env["device"], n, k, m, case, ts, env["bw"], env["rate"], note=note))
                 except Exception as e:
                     rows.append(_row(env["device"], n, k, m, case, None, env["bw"], env["rate"],
                                      status=f"failed: {type(e).__name__}: {str(e)[:200]}"))
@@ -344,7 +347,7 @@ def _run_shape_cpu(n, k, args, env, log):
             if (i, m) in errors:
                 rows.append(_row(env["device"], n, k, m, c, None, bw, None, status=errors[(i, m)]))
             else:
-                rows.append(_row(env["device"], n, k, m, c, statistics.median(times[(i, m)]), bw, None))
+                rows.append(_row(env["device"], n, k, m, c, times[(i, m)], bw, None))
     log(f"  {n}x{k}: {len(built)} ops x {len(args.ms)} M in {time.time() - t0:.0f} s; read bandwidth "
         f"before/after {bw_before / 1e9:.1f}/{bw_after / 1e9:.1f} GB/s")
     del fns, built
