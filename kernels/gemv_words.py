@@ -27,7 +27,7 @@ import triton.language as tl
 from .layout import DeviceWeight
 
 WIDTHS = (1, 2, 4, 8)
-# per (device, stream): fp32 sums and int32 counters, zeroed once, left zeroed by each call
+# per device: fp32 sums and int32 counters, zeroed once, left zeroed by each call
 _WS_FLOATS = 1 << 20
 _WS_COUNTERS = 1 << 16
 _workspaces: dict = {}
@@ -295,10 +295,15 @@ def _store_cols(out_ptr, bias_ptr, o, offs_m, offs_w, mask, N, C: tl.constexpr, 
     tl.store(out_ptr + offs_m[:, None] * N + cols[None, :], o.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-cleaning split-K buffers for the current stream of ``device`` (zeroed once; each
-    call leaves them zeroed). One pair per stream, so concurrent streams never share."""
-    key = (device, torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0)
+def workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The self-cleaning split-K buffers of ``device``: zeroed once, and every call leaves
+    them zeroed. Created eagerly by the Triton backend when a weight lands on the device
+    (``prepare``), so they never come from a CUDA-graph pool (torch.compile's cudagraph
+    trees reject live allocations they do not track). One pair per device: kernels on the
+    same device run in stream order; two of these GEMVs running concurrently on different
+    streams of one device would share them, which is not supported."""
+    key = (device.type, device.index if device.index is not None else
+           (torch.cuda.current_device() if device.type == "cuda" else 0))
     if key not in _workspaces:
         _workspaces[key] = (torch.zeros(_WS_FLOATS, dtype=torch.float32, device=device),
                             torch.zeros(_WS_COUNTERS, dtype=torch.int32, device=device))
@@ -349,7 +354,7 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
         raise ValueError(f"gemv_words: no K split fits K={w.k} group_size={w.group_size} rows={r}")
     bnw = max(block_n // 4, 1)
     out = torch.empty(m, w.n, dtype=x.dtype, device=x.device)
-    ws, cnt = _workspace(x.device)
+    ws, cnt = workspace(x.device)
     grid = (triton.cdiv(w.n // 4, bnw), split)
     if split > 1 and (grid[0] > cnt.numel() or m * w.n > ws.numel()):
         split = 1  # the split-K workspace is too small for this problem: one program per column block

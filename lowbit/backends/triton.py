@@ -103,10 +103,12 @@ class TritonBackend(Backend):
         return w.group_size % plane_config(w.meta.bits).E == 0
 
     def prepare(self, w: QWeight) -> Optional[torch.Tensor]:
+        from lowbit.kernels.gemv_words import workspace
         from lowbit.kernels.layout import make_layout
 
         if w.qdata.is_cuda:
             self._install_tuning(w.qdata.device)
+            workspace(w.qdata.device)  # now, eagerly: never from a CUDA-graph pool later
         return make_layout(w.qdata, w.scales, w.zeros, w.meta.bits)
 
     def device_weight(self, w: QWeight):
