@@ -63,7 +63,7 @@ CPU_TARGET_X = {64: 1.5}
 
 ROW_FIELDS = ["device", "n", "k", "m", "impl", "label", "act", "bits", "group_size", "us", "us_min", "samples",
               "x_base", "floor_us",
-              "floor_kind", "pct_floor", "pct_bw", "bytes", "bw_gbs", "kernel", "copies", "status", "note"]
+              "floor_kind", "pct_floor", "pct_bw", "bytes", "gbs", "bw_gbs", "kernel", "copies", "status", "note"]
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -268,6 +268,7 @@ def _row(dev_name, n, k, m, case: C.Case, times, bw, rate, status="ok", note="")
             "samples": len(times or ()), "x_base": None,
             "floor_us": floor, "floor_kind": "compute" if comp > mem else "memory",
             "pct_floor": floor / us if ok else None, "pct_bw": mem / us if ok else None, "bytes": nbytes,
+            "gbs": nbytes / us / 1e3 if ok else None,  # bytes moved per second: needs no probe
             "bw_gbs": bw / 1e9, "kernel": case.kernel(m),
             "copies": case.copies, "status": status, "note": "; ".join(x for x in (case.note, note) if x)}
 
@@ -362,6 +363,21 @@ def _fill_baseline(rows, dev):
         r["x_base"] = b / r["us"] if (b and r["us"]) else None
 
 
+def _git_commit() -> Optional[str]:
+    """HEAD of the checkout lowbit runs from (None for an installed wheel)."""
+    import subprocess
+
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + (" (modified tree)" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _loadavg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
@@ -395,6 +411,7 @@ def run_benchmark(args, log=print) -> dict:
     log(f"lowbit bench kernels on {machine['device']}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     log(bw_desc)
     load0 = _loadavg()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     t0 = time.time()
     rows, unavailable = [], []
     for n, k in args.shapes:
@@ -406,7 +423,7 @@ def run_benchmark(args, log=print) -> dict:
     report = {
         "command": _command(args),
         "argv": shlex.join(sys.argv),  # as invoked (a script, pytest, ...)
-        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "started_utc": started, "git_commit": _git_commit(),
         "seconds": round(time.time() - t0, 1),
         "device_type": dev, "machine": machine, "versions": versions,
         # 1-minute load average before/after: above the thread count, something else ran
