@@ -20,6 +20,7 @@ knows nothing about modules or configs.
 from __future__ import annotations
 
 import importlib
+import mmap
 from typing import Optional
 
 import torch
@@ -30,6 +31,28 @@ from . import Backend, register_backend
 # block of K the micro-kernels consume, and the group-size granularity they need
 _BLOCK_K = 32
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_HUGE_PAGE = 2 << 20  # x86-64 / aarch64 (4K granule) transparent huge page
+
+
+def _layout_buffer(nbytes: int) -> torch.Tensor:
+    """uint8 [nbytes] for a packed weight, on transparent huge pages where the OS grants them.
+
+    The kernels stream the layout once per call; with 4 KiB pages one core reads ~30% less
+    from DRAM than with 2 MiB pages (TLB misses, and the prefetchers stop at page ends), so
+    large layouts get a private anonymous mapping, 2 MiB-aligned and madvise(MADV_HUGEPAGE)'d
+    before first touch (THP mode 'madvise' is the common default). Small layouts, or systems
+    without madvise, get a plain torch allocation. The tensor keeps the mapping alive.
+    """
+    if nbytes < 2 * _HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(nbytes, dtype=torch.uint8)
+    mm = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    whole = torch.frombuffer(mm, dtype=torch.uint8)
+    start = -whole.data_ptr() % _HUGE_PAGE
+    try:
+        mm.madvise(mmap.MADV_HUGEPAGE, start, nbytes)
+    except OSError:
+        pass  # THP disabled: 4 KiB pages, still correct
+    return whole[start:start + nbytes]
 
 
 class CpuBackend(Backend):
@@ -125,7 +148,7 @@ class CpuBackend(Backend):
         zk = self._zero_kind(w)
         sdt = self._dtype(scales.dtype)
         size = ext.packed_size(w.meta.bits, w.group_size, w.n, w.k, sdt, zk)
-        out = torch.empty(size, dtype=torch.uint8)
+        out = _layout_buffer(size)
         ext.pack_weights(
             qdata.data_ptr(), scales.data_ptr(), 0 if zeros is None else zeros.data_ptr(),
             self._dtype(zeros.dtype) if zeros is not None else ext.DType.f32,
