@@ -136,13 +136,17 @@ def _lookup(name: str, family: str, m: int, w: DeviceWeight) -> dict:
 def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     """Defaults from the H200 sweep (docs/gpu_kernels.md: `bench_gpu.py --only sweep`)."""
     if family == "gemv_words":
-        # H200 sweep (benchmarks/gpu_words_probe.py): 1 warp, 16 byte rows per step with the
-        # next step prefetched, ~8 programs per SM; 256 columns at M = 1 (split 16 at
-        # 14336x4096, 32-64 at 4096x4096 and 4096x14336), 128 for more rows (registers)
+        # H200 sweeps (benchmarks/gpu_words_probe.py): 1 warp, 16 byte rows per step with the
+        # next step prefetched; 256 columns at M = 1, 128 for more rows (registers); K split
+        # so a program walks ~128 byte rows, but at least ~4 programs per SM (best or within
+        # 4% of best at 4096x4096, 6144x4096, 14336x4096, 4096x14336, 28672x4096)
         bn = 256 if m == 1 else 128
         blocks = -(-w.n // bn)
-        split = 1 << max(0, (8 * sms // blocks).bit_length() - 1)
-        return dict(block_n=bn, rows=16, split_k=max(1, min(128, split)), num_warps=1, prefetch=True)
+        rows = w.k * w.bits // 8
+        split = max(1, rows // 128)
+        while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
+            split *= 2
+        return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=1)
     if family == "gemv_revsplitk":
         # one warp per program, 64 columns x 2 tiles of 64 codes: best of 24 configs at
         # 4096x4096 and 14336x4096 (bigger programs lose to the per-program tail)
