@@ -34,12 +34,16 @@ def weight(n, k, bits, gs, dtype, sym=False):
     return codes, s, z, dw
 
 
-_FAMILIES = [("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16), ("gemm", 200), ("dequant_cublas", 300)]
+_FAMILIES = [("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
+             ("gemm", 200), ("dequant_cublas", 300)]
 
 
-# reverse split-K serves packed widths only (8-bit goes through gemv_splitk): not a case here
-@pytest.mark.parametrize("family,m,bits", [(f, m, b) for f, m in _FAMILIES for b in (3, 4, 8)
-                                           if not (f == "gemv_revsplitk" and b == 8)])
+# reverse split-K serves packed widths only (8-bit goes through gemv_splitk), the word GEMV
+# single-plane widths only: not cases here
+@pytest.mark.parametrize("family,m,bits", [(f, m, b) for f, m in _FAMILIES for b in (1, 2, 3, 4, 8)
+                                           if not (f == "gemv_revsplitk" and b == 8)
+                                           and (f == "gemv_words" or b in (3, 4, 8))
+                                           and not (f == "gemv_words" and b == 3)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_float_families_realistic(family, m, bits, dtype):
     n, k = 2048, 4096
