@@ -362,13 +362,13 @@ def build_gemlite(n: int, k: int, bits: int, group_size: int, cache: int) -> Cas
 
     try:
         first = make()
+        first(torch.randn(1, k, device="cuda", dtype=torch.float16))  # fails here if its kernels cannot run
         wbytes = sum(tensor_bytes(t) for t in (getattr(first, a, None) for a in ("W_q", "scales", "zeros"))
                      if isinstance(t, torch.Tensor))
         layers = [first] + [make() for _ in range(copies_for(wbytes, cache) - 1)]
-    except Unavailable:
-        raise
     except Exception as e:
-        raise Unavailable(f"gemlite {getattr(gemlite, '__version__', '?')}: {type(e).__name__}: {str(e)[:160]}") from None
+        ver = getattr(gemlite, "__version__", "?")
+        raise Unavailable(f"gemlite {ver}: {type(e).__name__}: {str(e)[:160]}") from None
     return Case("gemlite", f"GemLite W{bits}", "fp16", torch.float16, bits, group_size, wbytes, len(layers),
                 lambda x: [lambda m=m: m(x) for m in layers], note=f"gemlite {getattr(gemlite, '__version__', '?')}")
 

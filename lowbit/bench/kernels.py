@@ -133,7 +133,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch sizes M (default GPU " + ",".join(map(str, MS["cuda"])) + "; CPU "
                    + ",".join(map(str, MS["cpu"])) + ")")
     p.add_argument("--bits", type=_bits, default=[4], help="weight bits 1-8, comma list (default 4)")
-    p.add_argument("--group-size", type=_group, default=None, help="default 128 on GPU, 32 on CPU; 'none' = per channel")
+    p.add_argument("--group-size", type=_group, default=None,
+                   help="default 128 on GPU, 32 on CPU; 'none' = per channel")
     p.add_argument("--act", type=_list(["fp16", "bf16", "fp32", "int8"]), default=None,
                    help="lowbit activation modes: fp16/bf16/fp32 = WeightOnlyConfig with that dtype, int8 = "
                    "Int8DynamicActivationConfig (default GPU fp16; CPU int8,bf16)")
@@ -525,7 +526,8 @@ def targets(report) -> list[str]:
         if report["device_type"] == "cuda" and r["act"] == "fp16" and r["group_size"] == 128:
             if r["m"] == 1:
                 ok = r["pct_bw"] >= 0.85
-                out.append(f"[{'MET' if ok else 'NOT MET'}] M=1 >= 85% of copy bandwidth: {tag}: {100 * r['pct_bw']:.0f}%")
+                out.append(f"[{'MET' if ok else 'NOT MET'}] M=1 >= 85% of copy bandwidth: {tag}: "
+                           f"{100 * r['pct_bw']:.0f}%")
             want = GPU_TARGET_X.get(r["m"])
             if want and r["x_base"]:
                 out.append(f"[{'MET' if r['x_base'] >= want else 'NOT MET'}] >= {want}x fp16 cuBLAS: {tag}: "
@@ -590,7 +592,8 @@ def plot(report, stem: str) -> list[str]:
                 if pts:
                     ms, ys = zip(*pts)
                     ys = [100 * y for y in ys] if key == "pct_bw" else ys
-                    ax.plot(ms, ys, marker="o", ms=3, lw=2.2 if s.startswith("lowbit") else 1.2, color=colors[s], label=s)
+                    ax.plot(ms, ys, marker="o", ms=3, lw=2.2 if s.startswith("lowbit") else 1.2, color=colors[s],
+                            label=s)
             ax.axhline(ref, color="grey", lw=0.8, ls="--")
             ax.set_xscale("log", base=2)
             ms_here = sorted({r["m"] for r in rows if (r["n"], r["k"]) == (n, k)})
