@@ -111,3 +111,16 @@ def test_bench_kernels_bad_input_names_the_argument(argv, name, capsys):
         kernels.cli([*device, *argv])
     assert e.value.code == 2
     assert f"argument {name}" in capsys.readouterr().err
+
+
+def test_bench_kernels_retimes_only_disturbed_blocks():
+    from lowbit.bench.cases import retime_disturbed
+
+    steady = [[100.0, 101.0, 99.0], [102.0, 100.0, 98.0], [8000.0, 8100.0, 7990.0]]  # last block: a core was taken
+    fresh = iter([[9000.0] * 3, [101.0] * 3])
+    assert retime_disturbed(steady, lambda: next(fresh), retries=3) == 2
+    assert max(max(b) for b in steady) < 200
+    quiet = [[100.0] * 3, [150.0] * 3]  # within 2x: left alone
+    assert retime_disturbed(quiet, lambda: pytest.fail("retimed a quiet cell")) == 0
+    stuck = [[100.0] * 3, [500.0] * 3]
+    assert retime_disturbed(stuck, lambda: [500.0] * 3, retries=3) == 3  # gives up after `retries`

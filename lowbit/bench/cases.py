@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["Case", "Unavailable", "tensor_bytes", "l2_bytes", "l3_bytes", "copies_for", "read_bandwidth",
-           "copy_bandwidth", "dense_fp16_rate", "time_cpu_blocks", "time_cuda_graph", "build_lowbit",
-           "build_dense", "build_tinygemm", "build_gemlite", "build_torchao", "build_torch_int4_cpu",
-           "build_torch_int8_cpu", "ACT_DTYPES"]
+           "copy_bandwidth", "dense_fp16_rate", "time_cpu_blocks", "retime_disturbed", "time_cuda_graph",
+           "build_lowbit", "build_dense", "build_tinygemm", "build_gemlite", "build_torchao",
+           "build_torch_int4_cpu", "build_torch_int8_cpu", "ACT_DTYPES"]
 
 # activation mode -> dtype of x (int8 activations are quantized per token inside the op,
 # from fp16 on the GPU and bf16 on the CPU)
@@ -200,6 +200,22 @@ def time_cpu_blocks(calls: Iterator[Callable], count: int, warmup_s: float = 0.0
         f()
         out.append((time.perf_counter() - t) * 1e6)
     return out
+
+
+def retime_disturbed(blocks: list[list[float]], retime: Callable[[], list[float]], retries: int = 3,
+                     factor: float = 2.0) -> int:
+    """Replace, in place, the slowest block of one cell while its median exceeds ``factor`` x
+    the fastest block's median (another process took a core for that block), at most
+    ``retries`` times; ``retime()`` times a fresh block. Returns how many blocks were replaced."""
+    done = 0
+    while blocks and done < retries:
+        meds = [statistics.median(b) for b in blocks]
+        worst = max(range(len(blocks)), key=meds.__getitem__)
+        if meds[worst] <= factor * min(meds):
+            break
+        blocks[worst] = retime()
+        done += 1
+    return done
 
 
 def time_cuda_graph(fns: list, reps: int = 20) -> tuple[list[float], str]:

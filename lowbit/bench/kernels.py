@@ -348,15 +348,9 @@ def _run_shape_cpu(n, k, args, env, log):
     # CPU_RETRIES times: a block whose median exceeds DISTURBED x the cell's fastest block median.
     retimed = {}
     for key, bl in blocks.items():
-        for _ in range(CPU_RETRIES):
-            if key in errors or not bl:
-                break
-            meds = [statistics.median(b) for b in bl]
-            worst = max(range(len(bl)), key=meds.__getitem__)
-            if meds[worst] <= DISTURBED * min(meds):
-                break
-            bl[worst] = C.time_cpu_blocks(fns[key], per_pass)
-            retimed[key] = retimed.get(key, 0) + 1
+        if key not in errors:
+            retimed[key] = C.retime_disturbed(bl, lambda key=key: C.time_cpu_blocks(fns[key], per_pass),
+                                              CPU_RETRIES, DISTURBED)
     bw_after = C.read_bandwidth(args.bw_mib << 20)
     env["bw_now"] = bw_after
     bw = (bw_before + bw_after) / 2
@@ -366,7 +360,7 @@ def _run_shape_cpu(n, k, args, env, log):
             if (i, m) in errors:
                 rows.append(_row(env["device"], n, k, m, c, None, bw, None, status=errors[(i, m)]))
             else:
-                note = f"{retimed[(i, m)]} disturbed block(s) timed again" if (i, m) in retimed else ""
+                note = f"{retimed[(i, m)]} disturbed block(s) timed again" if retimed.get((i, m)) else ""
                 rows.append(_row(env["device"], n, k, m, c, [t for b in blocks[(i, m)] for t in b], bw, None,
                                  note=note))
     log(f"  {n}x{k}: {len(built)} ops x {len(args.ms)} M in {time.time() - t0:.0f} s; read bandwidth "
