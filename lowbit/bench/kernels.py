@@ -624,7 +624,11 @@ def main(args) -> int:
         print()
         print("\n".join(report["targets"]))
     la = report["loadavg_1min"]
-    print(f"\nload average (1 min) at start/end: {la['start']}/{la['end']} ({torch.get_num_threads()} torch threads)")
+    threads = torch.get_num_threads()
+    print(f"\nload average (1 min) at start/end: {la['start']}/{la['end']} ({threads} torch threads)")
+    if args.device == "cpu" and max(la["start"] or 0, la["end"] or 0) > threads + 0.5:
+        print("WARNING: other processes were running (load above the thread count): times and the bandwidth "
+              "probe may be disturbed; rerun on a quiet machine before quoting numbers")
     paths = write_files(report, args.out, plots=not args.no_plots)
     print()
     print("wrote " + ", ".join(paths))
