@@ -53,6 +53,27 @@ def _field_f32(w, C: tl.constexpr, T: tl.constexpr, BITS: tl.constexpr, FPS: tl.
 
 
 @triton.jit
+def _program_words(N, BNW: tl.constexpr):
+    """This program's column block (as int32 words of 4 columns) and K split."""
+    pid_n = tl.program_id(0)
+    NW = N // 4
+    offs_w = pid_n * BNW + tl.arange(0, BNW)
+    return pid_n, tl.program_id(1), NW, offs_w, offs_w < NW
+
+
+@triton.jit
+def _chunk_rows(RG, RPP, E: tl.constexpr):
+    """Byte rows summed before a scale is applied: the group's rows inside this program,
+    at most 128 codes' worth where that divides them (long per-channel groups: short sums keep
+    the cancellation error of the decode small)."""
+    ch = tl.minimum(RG, RPP)
+    CAP: tl.constexpr = 128 // E
+    if ch > CAP and ch % CAP == 0:
+        ch = CAP
+    return ch
+
+
+@triton.jit
 def _gemv_words_kernel(
     x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
     N, RG, RPP, one,
@@ -63,17 +84,10 @@ def _gemv_words_kernel(
     # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
     # runs whose lowest field is at 2**-4, keeping the cancellation error near 1e-6
     FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    NW = N // 4
-    offs_w = pid_n * BNW + tl.arange(0, BNW)
-    w_mask = offs_w < NW
+    pid_n, pid_k, NW, offs_w, w_mask = _program_words(N, BNW)
     offs_r = tl.arange(0, R)
     row_lo = pid_k * RPP
-    ch = tl.minimum(RG, RPP)  # rows sharing one scale inside this program
-    CAP: tl.constexpr = 128 // E  # rows of 128 codes
-    if ch > CAP and ch % CAP == 0:
-        ch = CAP  # long (per-channel) groups: short sums keep the cancellation error small
+    ch = _chunk_rows(RG, RPP, E)
     o0 = tl.zeros([BNW], dtype=tl.float32)
     o1 = o0
     o2 = o0
@@ -184,22 +198,13 @@ def _gemv_words_rows_kernel(
     BM: tl.constexpr, BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
-    # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
-    # runs whose lowest field is at 2**-4, keeping the cancellation error near 1e-6
     FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    NW = N // 4
-    offs_w = pid_n * BNW + tl.arange(0, BNW)
-    w_mask = offs_w < NW
+    pid_n, pid_k, NW, offs_w, w_mask = _program_words(N, BNW)
     offs_r = tl.arange(0, R)
     offs_m = tl.arange(0, BM)
     m_mask = offs_m < M
     row_lo = pid_k * RPP
-    ch = tl.minimum(RG, RPP)  # rows sharing one scale inside this program
-    CAP: tl.constexpr = 128 // E  # rows of 128 codes
-    if ch > CAP and ch % CAP == 0:
-        ch = CAP  # long (per-channel) groups: short sums keep the cancellation error small
+    ch = _chunk_rows(RG, RPP, E)
     # per activation row m and byte column c of each word: running sums a (this chunk), o (all)
     o0 = tl.zeros([BM, BNW], dtype=tl.float32)
     o1 = o0
