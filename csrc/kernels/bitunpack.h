@@ -19,6 +19,10 @@
 //   V extract<S, W>(V)      (byte >> S) & (2**W - 1) in every byte
 //   V shl<S>(V)             byte << S in every byte (caller guarantees no carry out of a byte)
 //   V or_(V, V)
+//   kBitSelect              true if the ISA has a one-op bitwise select; then also
+//   V shift<D>(V)           byte << D (D > 0) or byte >> -D (D < 0); bits may cross into the
+//                           neighbouring byte of a wider lane (the select never takes them)
+//   V select<M>(V a, V b)   bits of byte mask M from a, the others from b
 #pragma once
 
 #include "common.h"
@@ -57,11 +61,13 @@ LOWBIT_INLINE void unpack_block(const uint8_t* blk, typename Ops::V (&out)[kCode
       unroll<per>([&](auto jv) LOWBIT_LAMBDA {
         constexpr int jj = decltype(jv)::value;
         constexpr int c = p * per + jj;
-        const typename Ops::V part = Ops::template extract<jj * w, w>(v);
         if constexpr (low == 0) {
-          out[c] = part;
+          out[c] = Ops::template extract<jj * w, w>(v);
+        } else if constexpr (Ops::kBitSelect) {
+          // one shift takes the field straight to bit `low`, one select merges it: 2 ops, not 4
+          out[c] = Ops::template select<((1 << w) - 1) << low>(Ops::template shift<low - jj * w>(v), out[c]);
         } else {
-          out[c] = Ops::or_(out[c], Ops::template shl<low>(part));
+          out[c] = Ops::or_(out[c], Ops::template shl<low>(Ops::template extract<jj * w, w>(v)));
         }
       });
     });

@@ -39,6 +39,7 @@ struct IsaAvx2 {
   template <int S>
   static LOWBIT_INLINE V shl(V v) { return _mm256_slli_epi16(v, S); }
   static LOWBIT_INLINE V or_(V a, V b) { return _mm256_or_si256(a, b); }
+  static constexpr bool kBitSelect = false;  // no one-op select: shift, mask, shift, or
   static LOWBIT_INLINE Acc acc_zero() { return _mm256_setzero_si256(); }
   static LOWBIT_INLINE F f_zero() { return _mm256_setzero_ps(); }
   template <int BITS>
@@ -71,9 +72,8 @@ struct IsaAvx2 {
       default: return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp)));
     }
   }
-  static LOWBIT_INLINE F group_update(F y, Acc acc, const uint8_t* sp, DType sdt, const uint8_t* zp, ZeroKind zk,
-                                      int32_t zsym, int32_t sumx) {
-    const F s = load_scales(sp, sdt);
+  static LOWBIT_INLINE F group_update(F y, Acc acc, F s, const uint8_t* zp, ZeroKind zk, int32_t zsym,
+                                      int32_t sumx) {
     switch (zk) {
       case ZeroKind::symmetric:
         acc = _mm256_sub_epi32(acc, _mm256_set1_epi32(zsym * sumx));

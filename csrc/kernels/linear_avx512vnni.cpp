@@ -41,10 +41,32 @@ struct IsaAvx512Vnni {
   template <int S>
   static LOWBIT_INLINE V shl(V v) { return _mm512_slli_epi16(v, S); }
   template <int S, int W>
-  static LOWBIT_INLINE V mask(V v) { return _mm512_and_si512(v, _mm512_set1_epi8(char(((1 << W) - 1) << S))); }
+  static LOWBIT_INLINE V mask(V v) {
+    if constexpr (W == 8) return v;
+    else return _mm512_and_si512(v, _mm512_set1_epi8(char(((1 << W) - 1) << S)));
+  }
   template <int S>
-  static LOWBIT_INLINE Acc srai(Acc a) { return _mm512_srai_epi32(a, S); }
+  static LOWBIT_INLINE Acc srai(Acc a) {
+    if constexpr (S == 0) return a;
+    else return _mm512_srai_epi32(a, S);
+  }
+  template <int S>
+  static LOWBIT_INLINE Acc slli(Acc a) {
+    if constexpr (S == 0) return a;
+    else return _mm512_slli_epi32(a, S);
+  }
   static LOWBIT_INLINE V or_(V a, V b) { return _mm512_or_si512(a, b); }
+  static constexpr bool kBitSelect = true;  // vpternlogd
+  template <int D>
+  static LOWBIT_INLINE V shift(V v) {
+    if constexpr (D > 0) return _mm512_slli_epi16(v, D);
+    else if constexpr (D < 0) return _mm512_srli_epi16(v, -D);
+    else return v;
+  }
+  template <int M>
+  static LOWBIT_INLINE V select(V a, V b) {
+    return _mm512_ternarylogic_epi32(_mm512_set1_epi8(char(M)), a, b, 0xCA);  // M ? a : b
+  }
   static LOWBIT_INLINE Acc acc_zero() { return _mm512_setzero_si512(); }
   static LOWBIT_INLINE F f_zero() { return _mm512_setzero_ps(); }
   template <int BITS>
@@ -67,9 +89,8 @@ struct IsaAvx512Vnni {
       default: return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp)));
     }
   }
-  static LOWBIT_INLINE F group_update(F y, Acc acc, const uint8_t* sp, DType sdt, const uint8_t* zp, ZeroKind zk,
-                                      int32_t zsym, int32_t sumx) {
-    const F s = load_scales(sp, sdt);
+  static LOWBIT_INLINE F group_update(F y, Acc acc, F s, const uint8_t* zp, ZeroKind zk, int32_t zsym,
+                                      int32_t sumx) {
     switch (zk) {
       case ZeroKind::symmetric:
         acc = _mm512_sub_epi32(acc, _mm512_set1_epi32(zsym * sumx));

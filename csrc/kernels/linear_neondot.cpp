@@ -40,6 +40,15 @@ struct IsaNeonDot {
   template <int S>
   static LOWBIT_INLINE V shl(V v) { return vshlq_n_u8(v, S); }
   static LOWBIT_INLINE V or_(V a, V b) { return vorrq_u8(a, b); }
+  static constexpr bool kBitSelect = true;  // bsl
+  template <int D>
+  static LOWBIT_INLINE V shift(V v) {
+    if constexpr (D > 0) return vshlq_n_u8(v, D);
+    else if constexpr (D < 0) return vshrq_n_u8(v, -D);
+    else return v;
+  }
+  template <int M>
+  static LOWBIT_INLINE V select(V a, V b) { return vbslq_u8(vdupq_n_u8(uint8_t(M)), a, b); }
   static LOWBIT_INLINE Acc acc_zero() { return vdupq_n_s32(0); }
   static LOWBIT_INLINE F f_zero() { return vdupq_n_f32(0.f); }
   template <int BITS>
@@ -64,9 +73,8 @@ struct IsaNeonDot {
       default: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(sp))));
     }
   }
-  static LOWBIT_INLINE F group_update(F y, Acc acc, const uint8_t* sp, DType sdt, const uint8_t* zp, ZeroKind zk,
-                                      int32_t zsym, int32_t sumx) {
-    const F s = load_scales(sp, sdt);
+  static LOWBIT_INLINE F group_update(F y, Acc acc, F s, const uint8_t* zp, ZeroKind zk, int32_t zsym,
+                                      int32_t sumx) {
     switch (zk) {
       case ZeroKind::symmetric:
         acc = vsubq_s32(acc, vdupq_n_s32(zsym * sumx));

@@ -34,6 +34,7 @@ struct IsaScalar {
   template <int S>
   static LOWBIT_INLINE V shl(V v) { return v << S; }
   static LOWBIT_INLINE V or_(V a, V b) { return a | b; }
+  static constexpr bool kBitSelect = false;  // no one-op select: shift, mask, shift, or
   static LOWBIT_INLINE Acc acc_zero() { return 0; }
   static LOWBIT_INLINE F f_zero() { return 0.f; }
   template <int BITS>
@@ -45,9 +46,8 @@ struct IsaScalar {
   }
   static LOWBIT_INLINE Acc acc_add(Acc a, Acc b) { return a + b; }
   static LOWBIT_INLINE Acc add_scalar(Acc a, int32_t b) { return a + b; }
-  static LOWBIT_INLINE F group_update(F y, Acc acc, const uint8_t* sp, DType sdt, const uint8_t* zp, ZeroKind zk,
-                                      int32_t zsym, int32_t sumx) {
-    const float s = load_f32(sp, sdt, 0);
+  static LOWBIT_INLINE F group_update(F y, Acc acc, F s, const uint8_t* zp, ZeroKind zk, int32_t zsym,
+                                      int32_t sumx) {
     switch (zk) {
       case ZeroKind::symmetric:
         return y + s * float(acc - zsym * sumx);
