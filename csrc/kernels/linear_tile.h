@@ -94,6 +94,11 @@ void linear_tile_gemv_masked(const TileArgs& a) {
   const uint8_t* scales = a.tile + a.scales_offset;
   const uint8_t* zeros = a.tile + a.zeros_offset;
   F y[1][1] = {{I::f_zero()}};
+  auto finish_group = [&](int64_t g, Acc t) LOWBIT_LAMBDA {
+    y[0][0] = I::group_update(y[0][0], t, I::load_scales(scales + g * kTileN * ssz, a.scale_dtype),
+                              zeros + g * kTileN * zsz, a.zero_kind, zsym, a.xsum[g]);
+  };
+  Acc prev = I::acc_zero();  // software-pipelined like linear_tile: see there
   for (int64_t g = 0; g < groups; ++g) {
     Acc acc[NA];
     for (int j = 0; j < NA; ++j) acc[j] = I::acc_zero();
@@ -117,6 +122,7 @@ void linear_tile_gemv_masked(const TileArgs& a) {
         });
       });
     }
+    if (g > 0) finish_group(g - 1, prev);
     Acc t = I::acc_zero();
     unroll<plane_count(BITS)>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int w = plane_width(BITS, decltype(pi)::value);
@@ -129,9 +135,9 @@ void linear_tile_gemv_masked(const TileArgs& a) {
       });
       t = I::acc_add(t, I::template slli<low>(tp));
     });
-    y[0][0] = I::group_update(y[0][0], t, I::load_scales(scales + g * kTileN * ssz, a.scale_dtype),
-                              zeros + g * kTileN * zsz, a.zero_kind, zsym, a.xsum[g]);
+    prev = t;
   }
+  if (groups > 0) finish_group(groups - 1, prev);
   store_tile<1, 1, kTileN, I>(a, y);
 }
 
