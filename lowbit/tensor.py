@@ -249,7 +249,10 @@ def _linear(x: torch.Tensor, w: LowBitTensor, bias: Optional[torch.Tensor]) -> t
         raise ValueError(f"lowbit linear: bias must be [{w.n}] on {w.device}, got {tuple(bias.shape)} on {bias.device}")
     w.refresh_kernel_data()
     m = w.meta
-    return ops.linear(
+    # eager inference skips the op's dispatcher layers (same implementation); autograd,
+    # torch.compile and dispatch modes go through the custom op
+    op = ops.linear_impl if ops.eager_call_ok(x) and (bias is None or not bias.requires_grad) else ops.linear
+    return op(
         x, w.qdata, w.scales, w.zeros, w.kernel_data, bias,
         m.bits, m.group(w.k), m.symmetric, m.act, w.kernel_format,
     )

@@ -111,3 +111,31 @@ def test_forcing_a_backend(plugin, monkeypatch):
 def test_reference_always_registered():
     names = [b.name for b in lowbit.registered_backends()]
     assert "reference" in names and names[-1] == "reference"
+
+
+def test_eager_inference_skips_the_op_dispatcher(monkeypatch):
+    """Eager no-grad calls run the op's implementation directly (same result as the op);
+    autograd and dispatch modes still go through the custom op."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from lowbit import ops
+
+    q = LowBitTensor.from_float(torch.randn(24, 128), 4, 32)
+    x = torch.randn(3, 128)
+    through_op = torch.ops.lowbit.linear.default(*_args(q, x))
+    calls = []
+    real = ops.linear
+
+    def spy(*a):
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(ops, "linear", spy)
+    with torch.no_grad():
+        assert torch.equal(F.linear(x, q), through_op) and not calls
+    xg = x.clone().requires_grad_()
+    F.linear(xg, q).sum().backward()
+    assert len(calls) == 1 and xg.grad is not None
+    assert not ops.eager_call_ok(torch.empty(1, device="meta"))
+    with FakeTensorMode():
+        assert not ops.eager_call_ok(torch.empty(1))
