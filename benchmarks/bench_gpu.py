@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -75,34 +74,15 @@ def make_weight(n, k, bits, gs, dtype, sym=False, real=True):
 
 def graph_us(fns, reps=30):
     """Median µs per call of fns (one per weight copy), all captured in one CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / len(fns))
-    del g
-    return statistics.median(times)
+    from lowbit.bench.cases import time_cuda_graph
+
+    return statistics.median(time_cuda_graph(fns, reps)[0])
 
 
 def copies_for(nbytes):
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    return max(2, math.ceil(4 * l2 / max(nbytes, 1)) + 1)
+    from lowbit.bench.cases import copies_for as _copies, l2_bytes
+
+    return _copies(nbytes, l2_bytes())
 
 
 # ------------------------------------------------------------------------- env
@@ -112,34 +92,10 @@ def section_env():
 
     log(f"python {sys.version.split()[0]} torch {torch.__version__} triton {triton.__version__}")
     log(f"device {p.name} SMs {p.multi_processor_count} L2 {p.L2_cache_size / 2**20:.0f} MiB mem {p.total_memory / 2**30:.0f} GiB")
-    n = 1 << 30
-    a = torch.empty(n, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    a.random_()
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(10):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        b.copy_(a)
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) / 1000)
-    bw = 2 * n / statistics.median(ts)
-    del a, b
-    x = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    y = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    for _ in range(3):
-        x @ y
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(10):
-        x @ y
-    torch.cuda.synchronize()
-    rate = 10 * 2 * 8192**3 / (time.perf_counter() - t0)
-    del x, y
+    from lowbit.bench.cases import copy_bandwidth, dense_fp16_rate
+
+    bw = copy_bandwidth()
+    rate = dense_fp16_rate()
     RESULTS["env"] = dict(device=p.name, sms=p.multi_processor_count, l2=p.L2_cache_size, copy_bw=bw, fp16_rate=rate,
                           torch=torch.__version__, triton=triton.__version__)
     log(f"copy bandwidth {bw / 1e12:.2f} TB/s (read+write, 1 GiB); dense fp16 {rate / 1e12:.0f} TFLOP/s")
