@@ -138,12 +138,13 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     if family == "gemv_words":
         # H200 sweeps (benchmarks/gpu_words_probe.py): 1 warp, 16 byte rows per step with the
         # next step prefetched; 256 columns at M = 1, 128 for more rows (registers); K split
-        # so a program walks ~128 byte rows, but at least ~4 programs per SM (best or within
-        # 4% of best at 4096x4096, 6144x4096, 14336x4096, 4096x14336, 28672x4096)
+        # so a program walks ~128 byte rows (~256 with more rows), but at least ~4 programs
+        # per SM (best or within 4% of best at 4096x4096, 6144x4096, 14336x4096, 4096x14336,
+        # 28672x4096 at M = 1; best or second best at M = 2)
         bn = 256 if m == 1 else 128
         blocks = -(-w.n // bn)
         rows = w.k * w.bits // 8
-        split = max(1, rows // 128)
+        split = max(1, rows // (128 if m == 1 else 256))
         while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=1)
