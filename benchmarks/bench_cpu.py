@@ -6,10 +6,14 @@ and int8 WOQ (``aten._weight_int8pack_mm``), all in one process on the same inpu
 Method (shared/PERFORMANCE.md): floor = bytes / measured read bandwidth, where bytes =
 packed codes + bf16 group scales + bf16 activations + bf16 output, and the read bandwidth is
 an int64 sum over 1 GiB with all threads, measured right before and right after each shape
-(their mean is that shape's floor bandwidth: on a shared machine it drifts within minutes). Each op is timed as the median of >= 30 calls after 3 warm-up rounds,
-rotating over enough weight copies to exceed 4x the L3 size (every call starts with a cold
-cache, as in a model), in 3 passes over all ops (blocks of calls per op and M). lowbit is called through its backend (kernel +
-the thin Python wrapper), with the default Int8DynamicActivationConfig layout (symmetric,
+(their mean is that shape's floor bandwidth: on a shared machine it drifts within minutes).
+That sum runs on torch's 4 KiB pages, while the CPU backend puts its layouts on 2 MiB
+transparent huge pages, from which one core streams ~30% more; so the same sum is also
+measured on a huge-page buffer (the `THP GB/s` column and `W4 %THP`, the stricter floor).
+Each op is timed as the median of >= 30 calls after 3 warm-up rounds, rotating over enough
+weight copies to exceed 4x the L3 size (every call starts with a cold cache, as in a model),
+in 3 passes over all ops (blocks of calls per op and M). lowbit is called through its
+backend (kernel + the thin Python wrapper), with the default Int8DynamicActivationConfig layout (symmetric,
 group 32, bf16 scales); torch's int4 kernel uses the same group size.
 
 Usage:
@@ -46,6 +50,7 @@ class Row:
     k: int
     m: int
     bw: float = 0.0                                 # read bandwidth used for the floor, B/s
+    bw_thp: float = 0.0                             # the same on 2 MiB pages, B/s
     floor_us: dict = field(default_factory=dict)  # bits -> floor
     us: dict = field(default_factory=dict)        # op name -> median us
 
@@ -59,9 +64,16 @@ def l3_bytes() -> int:
         return 32 << 20
 
 
-def read_bandwidth() -> float:
-    """Bytes/s of an int64 sum over 1 GiB with all torch threads (median of 10)."""
-    x = torch.ones((1 << 30) // 8, dtype=torch.int64)
+def read_bandwidth(huge_pages: bool = False) -> float:
+    """Bytes/s of an int64 sum over 1 GiB with all torch threads (median of 10), on torch's
+    4 KiB pages or on 2 MiB transparent huge pages (where the CPU backend puts its layouts)."""
+    if huge_pages:
+        from lowbit.backends.cpu import _layout_buffer
+
+        x = _layout_buffer(1 << 30).view(torch.int64)
+        x.fill_(1)
+    else:
+        x = torch.ones((1 << 30) // 8, dtype=torch.int64)
     for _ in range(2):
         x.sum()
     ts = []
@@ -144,13 +156,15 @@ def fmt_table(rows, bits_list, peers):
     cols = (["fp32", "bf16", "torch-int4", "torch-int8"] if peers else []) + [f"W{b}" for b in bits_list]
     head = ["N x K", "M", *[f"{c} us" for c in cols]]
     if 4 in bits_list:
-        head += ["GB/s", "W4 floor us", "W4 %BW", "W4 x bf16"]
+        head += ["GB/s", "W4 floor us", "W4 %BW", "THP GB/s", "W4 %THP", "W4 x bf16"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r.n}x{r.k}", str(r.m), *[f"{r.us[c]:.0f}" for c in cols]]
         if 4 in bits_list:
             w4 = r.us["W4"]
+            thp = lowbit_bytes(r.n, r.k, 4, r.m) / r.bw_thp * 1e6 / w4 if r.bw_thp else 0.0
             cells += [f"{r.bw / 1e9:.1f}", f"{r.floor_us[4]:.0f}", f"{100 * r.floor_us[4] / w4:.0f}%",
+                      f"{r.bw_thp / 1e9:.1f}", f"{100 * thp:.0f}%",
                       f"{r.us['bf16'] / w4:.2f}" if "bf16" in r.us else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -163,18 +177,19 @@ def targets(rows):
         if "W4" not in r.us:
             continue
         eff = r.floor_us[4] / r.us["W4"]
+        thp = f" ({100 * lowbit_bytes(r.n, r.k, 4, r.m) / r.bw_thp * 1e6 / r.us['W4']:.0f}% of the huge-page read)" if r.bw_thp else ""
         tag = f"{r.n}x{r.k} M={r.m}"
         if r.m == 1:
             ok = eff >= 0.85 and ("torch-int4" not in r.us or r.us["W4"] < r.us["torch-int4"])
             extra = f", torch-int4 {r.us['torch-int4']:.0f} us ({100 * r.floor_us[4] / r.us['torch-int4']:.0f}% of the W4 floor)" if "torch-int4" in r.us else ""
-            out.append(f"[{'MET' if ok else 'NOT MET'}] W4 M=1 >= 85% BW and faster than torch int4: {tag}: {100 * eff:.0f}%{extra}")
+            out.append(f"[{'MET' if ok else 'NOT MET'}] W4 M=1 >= 85% BW and faster than torch int4: {tag}: {100 * eff:.0f}%{thp}{extra}")
             for b in (2, 3):
                 if f"W{b}" in r.us:
                     want = lowbit_bytes(r.n, r.k, 4, 1) / lowbit_bytes(r.n, r.k, b, 1)
                     got = r.us["W4"] / r.us[f"W{b}"]
                     out.append(f"[{'MET' if got >= 0.9 * want else 'NOT MET'}] W{b} M=1 speedup over W4 {got:.2f}x vs bytes ratio {want:.2f}x: {tag}")
         if r.m == 4:
-            out.append(f"[{'MET' if eff >= 0.70 else 'NOT MET'}] W4 M=4 >= 70% BW: {tag}: {100 * eff:.0f}%")
+            out.append(f"[{'MET' if eff >= 0.70 else 'NOT MET'}] W4 M=4 >= 70% BW: {tag}: {100 * eff:.0f}%{thp}")
         if r.m == 64 and "bf16" in r.us:
             sp = r.us["bf16"] / r.us["W4"]
             out.append(f"[{'MET' if sp >= 1.5 else 'NOT MET'}] W4 M=64 >= 1.5x bf16 dense: {tag}: {sp:.2f}x")
@@ -202,9 +217,9 @@ def main(argv=None):
     torch.manual_seed(0)
     # the read bandwidth of this (shared) machine drifts by 2x within minutes, so each
     # shape's floor uses the mean of the measurements taken right before and right after it
-    bws = [read_bandwidth()]
+    bws, bws_thp = [read_bandwidth()], [read_bandwidth(huge_pages=True)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {l3_bytes() >> 20} MiB, "
-          f"read bandwidth {bws[0] / 1e9:.1f} GB/s (int64 sum, 1 GiB)")
+          f"read bandwidth {bws[0] / 1e9:.1f} GB/s (int64 sum, 1 GiB), {bws_thp[0] / 1e9:.1f} GB/s on huge pages")
     for line in backend.describe():
         print("  " + line)
     rows = []
@@ -212,14 +227,16 @@ def main(argv=None):
         t = time.time()
         shape_rows = bench_shape(n, k, ms, bits_list, a.reps, backend, peers=not a.no_peers)
         bws.append(read_bandwidth())
+        bws_thp.append(read_bandwidth(huge_pages=True))
         bw = (bws[-2] + bws[-1]) / 2
         for row in shape_rows:
             row.bw = bw
+            row.bw_thp = (bws_thp[-2] + bws_thp[-1]) / 2
             for bits in bits_list:
                 row.floor_us[bits] = lowbit_bytes(row.n, row.k, bits, row.m) / bw * 1e6
         rows += shape_rows
         print(f"  {n}x{k} done in {time.time() - t:.0f} s; read bandwidth before/after {bws[-2] / 1e9:.1f}/"
-              f"{bws[-1] / 1e9:.1f} GB/s", flush=True)
+              f"{bws[-1] / 1e9:.1f} GB/s ({bws_thp[-2] / 1e9:.1f}/{bws_thp[-1] / 1e9:.1f} on huge pages)", flush=True)
     print()
     print(fmt_table(rows, bits_list, not a.no_peers))
     print()
@@ -227,7 +244,7 @@ def main(argv=None):
         print(line)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"bandwidths": bws, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump({"bandwidths": bws, "bandwidths_thp": bws_thp, "threads": torch.get_num_threads(), "rows": [asdict(r) for r in rows]}, f, indent=1)
 
 
 if __name__ == "__main__":
