@@ -65,7 +65,8 @@ struct IsaAvx512Vnni {
   }
   template <int M>
   static LOWBIT_INLINE V select(V a, V b) {
-    return _mm512_ternarylogic_epi32(_mm512_set1_epi8(char(M)), a, b, 0xCA);  // M ? a : b
+    // b first: vpternlogd overwrites its first operand, and b (the partial code) dies here
+    return _mm512_ternarylogic_epi32(b, a, _mm512_set1_epi8(char(M)), 0xD8);  // M ? a : b
   }
   static LOWBIT_INLINE Acc acc_zero() { return _mm512_setzero_si512(); }
   static LOWBIT_INLINE F f_zero() { return _mm512_setzero_ps(); }
