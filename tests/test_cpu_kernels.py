@@ -185,3 +185,14 @@ def test_extension_loads_lazily_and_missing_extension_is_reported(monkeypatch):
     assert not b.available() and "not built" in b.unavailable_reason()
     with pytest.raises(RuntimeError, match="not built"):
         b.ext
+
+
+def test_small_problems_run_on_the_calling_thread():
+    """Small linears skip the worker threads (a wake-up costs more than a second core saves);
+    large ones use torch's thread count."""
+    def qw(n, k):
+        return QWeight(None, None, None, QuantMeta(bits=4, group_size=32, symmetric=True, act="int8"), n, k)
+
+    assert cpu.CpuBackend._threads(1, qw(1024, 1024)) == 1
+    assert cpu.CpuBackend._threads(1, qw(4096, 4096)) == torch.get_num_threads()
+    assert cpu.CpuBackend._threads(64, qw(1024, 1024)) == torch.get_num_threads()

@@ -19,6 +19,8 @@ knows nothing about modules or configs.
 """
 from __future__ import annotations
 
+import os
+
 import importlib
 import mmap
 from typing import Optional
@@ -54,6 +56,9 @@ def _layout_buffer(nbytes: int) -> torch.Tensor:
         pass  # THP disabled: 4 KiB pages, still correct
     return whole[start:start + nbytes]
 
+
+# M x N x K at or below which a linear runs single-threaded (measured on a 2-core Zen4: see _threads)
+SMALL_PROBLEM = int(os.environ.get("LOWBIT_CPU_SMALL_PROBLEM", str(1 << 22)))
 
 class CpuBackend(Backend):
     name = "cpu"
@@ -162,6 +167,13 @@ class CpuBackend(Backend):
         # no cached layout (e.g. a bare op call): derive it for this call only
         return self.prepare(w)
 
+    @staticmethod
+    def _threads(m: int, w: QWeight) -> int:
+        """torch's thread count, except for small problems, which run on the calling thread:
+        waking a worker costs tens of µs on a loaded core (torch's own OpenMP threads spin
+        after each of their regions), more than a second core saves on ~1 MiB of weights."""
+        return 1 if m * w.n * w.k <= SMALL_PROBLEM else torch.get_num_threads()
+
     def linear(self, x: torch.Tensor, w: QWeight, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """x: [M, K] fp32/bf16/fp16 -> [M, N] x.dtype (int8 kernels for act='int8', fp32 otherwise)."""
         ext = self.ext
@@ -179,7 +191,7 @@ class CpuBackend(Backend):
         dt = self._dtype(x.dtype)
         ext.linear(
             x.data_ptr(), dt, m, w.k, w.k, layout.data_ptr(), layout.numel(),
-            0 if b is None else b.data_ptr(), out.data_ptr(), dt, w.n, torch.get_num_threads(),
+            0 if b is None else b.data_ptr(), out.data_ptr(), dt, w.n, self._threads(m, w),
             w.meta.act != "int8", self.isa,
         )
         return out
