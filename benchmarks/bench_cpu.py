@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import lowbit
 from lowbit import packing
+from lowbit.bench import cases
 from lowbit.meta import QuantMeta, QWeight
 
 SHAPES = [(4096, 4096), (6144, 4096), (14336, 4096), (4096, 14336)]  # (N, K), Llama-3.1-8B
@@ -53,15 +54,6 @@ class Row:
     bw_thp: float = 0.0                             # the same on 2 MiB pages, B/s
     floor_us: dict = field(default_factory=dict)  # bits -> floor
     us: dict = field(default_factory=dict)        # op name -> median us
-
-
-def l3_bytes() -> int:
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
-            s = f.read().strip()
-        return int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20}[s[-1]]
-    except (OSError, ValueError, KeyError):
-        return 32 << 20
 
 
 def read_bandwidth(huge_pages: bool = False) -> float:
@@ -86,7 +78,8 @@ def read_bandwidth(huge_pages: bool = False) -> float:
 
 
 def copies_for(nbytes: int) -> int:
-    return max(1, math.ceil(4 * l3_bytes() / max(nbytes, 1)))
+    """Weight copies exceeding 4x L3 (shared with ``lowbit bench kernels``)."""
+    return cases.copies_for(nbytes, cases.l3_bytes())
 
 
 def lowbit_weights(n, k, bits, backend, count):
@@ -218,7 +211,7 @@ def main(argv=None):
     # the read bandwidth of this (shared) machine drifts by 2x within minutes, so each
     # shape's floor uses the mean of the measurements taken right before and right after it
     bws, bws_thp = [read_bandwidth()], [read_bandwidth(huge_pages=True)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {l3_bytes() >> 20} MiB, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, L3 {cases.l3_bytes() >> 20} MiB, "
           f"read bandwidth {bws[0] / 1e9:.1f} GB/s (int64 sum, 1 GiB), {bws_thp[0] / 1e9:.1f} GB/s on huge pages")
     for line in backend.describe():
         print("  " + line)
