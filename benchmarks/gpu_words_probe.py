@@ -36,8 +36,8 @@ def check():
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
                 b = torch.randn(n, device="cuda", dtype=dtype)
                 ref = reference_linear(x.float(), codes, s.float(), None if z is None else z.float(), bits) + b.float()
-                cfgs = [dict(), dict(split_k=1), dict(split_k=32, block_n=128, rows=8, prefetch=0)]
-                for cfg in cfgs + ([dict(rows=8, prefetch=2)] if m == 1 else []):
+                cfgs = [dict(), dict(split_k=1), dict(split_k=32, block_n=128, rows=8, prefetch=False)]
+                for cfg in cfgs:
                     for _ in range(3):  # replays: the self-cleaning workspace must stay clean
                         out = gemv_words(x, dw, b, **cfg)
                     e = rel(out, ref)
@@ -115,7 +115,7 @@ def main():
         for m in map(int, a.ms.split(",")):
             if m == 1:
                 grid = [dict(block_n=bn, rows=r, split_k=sp, num_warps=1, prefetch=pf)
-                        for bn in (128, 256) for r in (8, 16) for pf in (1, 2) for sp in (16, 32, 64)]
+                        for bn in (128, 256) for r in (8, 16) for pf in (False, True) for sp in (16, 32, 64)]
             else:
                 grid = [dict(block_n=bn, rows=r, split_k=sp, num_warps=nw, prefetch=True)
                         for bn in (64, 128, 256) for r in (8, 16) for nw in (1, 2) for sp in (8, 16, 32)]

@@ -147,7 +147,7 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         split = max(1, rows // (128 if m == 1 else 256))
         while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
             split *= 2
-        return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=1)
+        return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)
     if family == "gemv_revsplitk":
         # one warp per program, 64 columns x 2 tiles of 64 codes: best of 24 configs at
         # 4096x4096 and 14336x4096 (bigger programs lose to the per-program tail)

@@ -102,16 +102,10 @@ def _gemv_words_kernel(
     ipc = ch // R  # steps per scale chunk
     ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
     wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
-    if PREFETCH == 2:
-        wn = tl.load(ptrs + (row_lo + tl.minimum(1, n_it - 1) * R).to(tl.int64) * NW, mask=w_mask[None, :], other=0)
     for it in range(0, n_it):
         r0 = row_lo + it * R
-        # PREFETCH steps ahead in flight while this one computes (the last steps reload their own rows)
-        if PREFETCH == 2:
-            nxt = row_lo + tl.minimum(it + 2, n_it - 1) * R
-            wnn = tl.load(ptrs + nxt.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
-        elif PREFETCH == 1:
-            nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R
+        if PREFETCH:  # next step's words in flight while this step computes
+            nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R  # the last step reloads its own rows
             wn = tl.load(ptrs + nxt.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
         else:
             wt = tl.load(ptrs + r0.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
@@ -139,10 +133,7 @@ def _gemv_words_kernel(
             a3 = a0
             cx = tl.zeros([R], dtype=tl.float32)
             sx = cx
-        if PREFETCH == 2:
-            wt = wn
-            wn = wnn
-        elif PREFETCH == 1:
+        if PREFETCH:
             wt = wn
     if SPLIT_K == 1:
         _store_cols_1d(out_ptr, bias_ptr, o0, offs_w, w_mask, 0, HAS_BIAS)
@@ -346,14 +337,14 @@ def words_split(rows: int, rows_per_group: int, split_k: int, r: int) -> Optiona
 
 def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 256,
                rows: int = 16, split_k: int = 8, num_warps: int = 1, num_stages: int = 1,
-               prefetch: int = 1, maxnreg: Optional[int] = None) -> torch.Tensor:
+               prefetch: bool = True) -> torch.Tensor:
     """y = x @ W.T (+ bias). x: [M, K] fp16/bf16/fp32 (M <= MAX_M; unit stride along K) ->
     [M, N] x.dtype. Every row of x reuses each decoded code (CUDA cores, no tensor cores).
 
     block_n: columns per program (a multiple of 4); rows: byte rows loaded per step (a power
     of two); split_k: K ranges over a second grid axis (reduced to one that fits); prefetch:
-    steps loaded ahead (0, 1, or 2 at M = 1; more rows use 0 or 1); maxnreg:
-    a register cap per thread (more resident warps, more loads in flight)."""
+    load the next step while this one computes (a second step ahead and register caps were
+    measured slower on an H200: docs/gpu_kernels.md)."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_M or x.shape[1] != w.k or x.stride(1) != 1:
         raise ValueError(f"gemv_words expects x [M <= {MAX_M}, {w.k}] with unit stride along K, got "
                          f"{tuple(x.shape)} strides {x.stride()}")
@@ -375,13 +366,11 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
         split = 1  # the split-K workspace is too small for this problem: one program per column block
         grid = (grid[0], 1)
     kw = dict(num_warps=num_warps, num_stages=num_stages)
-    if maxnreg is not None:
-        kw["maxnreg"] = maxnreg
     args = (x, w.codes.view(torch.int32), w.scales, w.zeros if w.zeros is not None else w.scales,
             bias if bias is not None else w.scales, ws, cnt, out)
     if m == 1:  # 1-D accumulators: the multi-row kernel's [1, BNW] tensors cost registers
         _gemv_words_kernel[grid](*args, w.n, rg, total_rows // split, _ONE_BITS, w.bits, w.zeros is not None,
-                                 bias is not None, split, bnw, r, int(prefetch), **kw)
+                                 bias is not None, split, bnw, r, bool(prefetch), **kw)
     else:
         _gemv_words_rows_kernel[grid](*args, m, w.n, rg, total_rows // split, x.stride(0), _ONE_BITS, w.bits,
                                       w.zeros is not None, bias is not None, split, 1 << (m - 1).bit_length(), bnw,
