@@ -36,7 +36,8 @@ def check():
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
                 b = torch.randn(n, device="cuda", dtype=dtype)
                 ref = reference_linear(x.float(), codes, s.float(), None if z is None else z.float(), bits) + b.float()
-                cfgs = [dict(), dict(split_k=1), dict(split_k=32, block_n=128, rows=8, prefetch=False)]
+                cfgs = [dict(), dict(split_k=1), dict(split_k=32, block_n=128, rows=8, prefetch=False),
+                        dict(stages=4), dict(stages=3, rows=32)]
                 for cfg in cfgs:
                     for _ in range(3):  # replays: the self-cleaning workspace must stay clean
                         out = gemv_words(x, dw, b, **cfg)
@@ -64,8 +65,10 @@ def sweep(n, k, m, grid, dws):
             log(f"  {cfg}: {type(e).__name__}: {str(e)[:100]}")
             continue
         res.append((us, cfg))
+    if res:
+        log(f"  {n}x{k} M={m} first config {res[0][0]:7.2f} us {res[0][1]}")
     res.sort(key=lambda r: r[0])
-    for us, cfg in res[:6]:
+    for us, cfg in res[:10]:
         log(f"  {n}x{k} M={m} words {us:7.2f} us {cfg}")
     fam = dispatch.choose(m, dws[0], "none", x.device) if m > 1 else "gemv_revsplitk"
     c = dict(dispatch.config(fam, m, dws[0], x.device))
@@ -114,8 +117,13 @@ def main():
         dws = weights(n, k)
         for m in map(int, a.ms.split(",")):
             if m == 1:
-                grid = [dict(block_n=bn, rows=r, split_k=sp, num_warps=1, prefetch=pf)
-                        for bn in (128, 256) for r in (8, 16) for pf in (False, True) for sp in (16, 32, 64)]
+                sp0 = dispatch.config("gemv_words", 1, dws[0], torch.device("cuda"))["split_k"]
+                # register prefetch (the previous default) against words staged through shared
+                # memory by the loop pipeliner (``stages``)
+                grid = [dict(block_n=256, rows=16, split_k=sp0, num_warps=1, prefetch=True)]
+                grid += [dict(block_n=bn, rows=r, split_k=sp, num_warps=1, stages=st)
+                         for bn in (128, 256) for r in (16, 32) for st in (3, 4, 6)
+                         for sp in (max(sp0 // 2, 1), sp0, 2 * sp0)]
             else:
                 grid = [dict(block_n=bn, rows=r, split_k=sp, num_warps=nw, prefetch=True)
                         for bn in (64, 128, 256) for r in (8, 16) for nw in (1, 2) for sp in (8, 16, 32)]

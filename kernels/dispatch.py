@@ -136,15 +136,22 @@ def _lookup(name: str, family: str, m: int, w: DeviceWeight) -> dict:
 def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     """Defaults from the H200 sweep (docs/gpu_kernels.md: `bench_gpu.py --only sweep`)."""
     if family == "gemv_words":
-        # H200 sweeps (benchmarks/gpu_words_probe.py): 1 warp, 16 byte rows per step with the
-        # next step prefetched; 256 columns at M = 1, 128 for more rows (registers); K split
-        # so a program walks ~128 byte rows (~256 with more rows), but at least ~4 programs
-        # per SM (best or within 4% of best at 4096x4096, 6144x4096, 14336x4096, 4096x14336,
-        # 28672x4096 at M = 1; best or second best at M = 2)
-        bn = 256 if m == 1 else 128
-        blocks = -(-w.n // bn)
         rows = w.k * w.bits // 8
-        split = max(1, rows // (128 if m == 1 else 256))
+        if m == 1:
+            # H200 sweep (benchmarks/gpu_words_probe.py, 73 configs x 5 shapes): 1 warp, 128
+            # columns, 32 byte rows a step staged through shared memory (3 stages), ~64 byte
+            # rows per program but at most ~32 programs per SM: within 1% of the best at
+            # 4096x4096, 6144x4096, 14336x4096, 4096x14336 and 28672x4096
+            blocks = -(-w.n // 128)
+            split = max(1, rows // 64)
+            while blocks * split > 32 * sms and split > 1 and rows // split < 256:
+                split //= 2
+            return dict(block_n=128, rows=32, split_k=split, num_warps=1, stages=3)
+        # M > 1 (earlier sweeps): 16 byte rows with the next step prefetched into registers,
+        # ~256 byte rows per program but at least ~4 programs per SM
+        bn = 128
+        blocks = -(-w.n // bn)
+        split = max(1, rows // 256)
         while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)

@@ -4,12 +4,15 @@ Family: reads the same N-contiguous device layout as the others, but as int32 wo
 columns x one byte row each, so ``N % 4 == 0``), each thread owning whole words of a few
 byte rows. A code becomes a float without extracting it: one shift per byte puts the byte's
 fields at mantissa bits 15..22, and one AND+OR (a single LOP3) per code gives the fp32
-``f = 1 + q * 2**(BITS*t - 8)`` for field ``t``. With the activation pre-scaled by the
-inverse power, ``f * x' = x' + q * x``, so one FMA per code accumulates ``sum q*x`` plus
-``sum x'``, which is subtracted once per group (exact powers of two; the cancellation costs
-under 2**-15 relative). Per code: LOP3 + FFMA, plus a shift per byte.
+``f = 1 + q * 2**-j`` for field ``t``. With the activation pre-scaled by ``2**j``,
+``f * x' = x' + q * x``, so one FMA per code accumulates ``sum q*x`` plus ``sum x'``, which is
+subtracted once per group (exact powers of two; the cancellation costs under 2**-15
+relative). The M = 1 kernel ORs in the exponent of ``2**j`` instead of 1.0's, so the field
+decodes to ``2**j + q`` and x needs no pre-scaling. Per code: LOP3 + FFMA, plus a shift per byte.
 
-Program ``(pid_n, pid_k)`` owns ``4 * BNW`` columns and ``rows_per_program`` byte rows. With
+Program ``(pid_n, pid_k)`` owns ``4 * BNW`` columns and ``rows_per_program`` byte rows, read
+``R`` rows a step, either staged through shared memory by the loop pipeliner (``STAGES``) or
+prefetched one step ahead into registers (``PREFETCH``). With
 ``SPLIT_K > 1`` partial sums go by fire-and-forget ``atomic_add`` into a persistent fp32
 workspace; the last program of a column block (an acq_rel counter) reads the sums, writes
 zeros back for the next call, adds the bias and writes the output.
@@ -78,7 +81,7 @@ def _gemv_words_kernel(
     x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
     N, RG, RPP, one,
     BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-    BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr,
+    BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr, STAGES: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
     # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
@@ -102,7 +105,7 @@ def _gemv_words_kernel(
     ipc = ch // R  # steps per scale chunk
     ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
     wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
-    for it in range(0, n_it):
+    for it in tl.range(0, n_it, num_stages=STAGES):
         r0 = row_lo + it * R
         if PREFETCH:  # next step's words in flight while this step computes
             nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R  # the last step reloads its own rows
@@ -110,15 +113,22 @@ def _gemv_words_kernel(
         else:
             wt = tl.load(ptrs + r0.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
         rows = r0 + offs_r
+        if E == 2:  # both fields' activations are adjacent: one vector load, split in registers
+            xa, xb = tl.split(tl.load(x_ptr + rows[:, None] * 2 + tl.arange(0, 2)[None, :]).to(tl.float32))
         for t in tl.static_range(E):
-            xv = tl.load(x_ptr + rows * E + t).to(tl.float32)
-            xs = xv * (1 << (BITS * (FPS - t % FPS)))  # exact power of two
-            cx += xs
+            if E == 2:
+                xv = xa if t == 0 else xb
+            else:
+                xv = tl.load(x_ptr + rows * E + t).to(tl.float32)
+            # with the exponent of 2**j in place of 1.0's the field decodes to 2**j + q, so
+            # f * x = 2**j * x + q * x and x needs no pre-scaling
+            one_t = one + ((BITS * (FPS - t % FPS)) << 23)
+            cx = tl.fma(xv, 1 << (BITS * (FPS - t % FPS)), cx)  # exact power of two
             sx += xv
-            a0 += tl.sum(_field_f32(wt, 0, t, BITS, FPS, one) * xs[:, None], axis=0)
-            a1 += tl.sum(_field_f32(wt, 1, t, BITS, FPS, one) * xs[:, None], axis=0)
-            a2 += tl.sum(_field_f32(wt, 2, t, BITS, FPS, one) * xs[:, None], axis=0)
-            a3 += tl.sum(_field_f32(wt, 3, t, BITS, FPS, one) * xs[:, None], axis=0)
+            a0 += tl.sum(_field_f32(wt, 0, t, BITS, FPS, one_t) * xv[:, None], axis=0)
+            a1 += tl.sum(_field_f32(wt, 1, t, BITS, FPS, one_t) * xv[:, None], axis=0)
+            a2 += tl.sum(_field_f32(wt, 2, t, BITS, FPS, one_t) * xv[:, None], axis=0)
+            a3 += tl.sum(_field_f32(wt, 3, t, BITS, FPS, one_t) * xv[:, None], axis=0)
         if (it + 1) % ipc == 0:  # end of a scale chunk: apply the group's scale and zero
             g = r0 // RG
             cxs = tl.sum(cx, axis=0)
@@ -186,7 +196,7 @@ def _gemv_words_rows_kernel(
     x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
     M, N, RG, RPP, stride_xm, one,
     BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-    BM: tl.constexpr, BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr,
+    BM: tl.constexpr, BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr, STAGES: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
     FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
@@ -212,7 +222,7 @@ def _gemv_words_rows_kernel(
     ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_r[None, :] * E
     wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
-    for it in range(0, n_it):
+    for it in tl.range(0, n_it, num_stages=STAGES):
         r0 = row_lo + it * R
         if PREFETCH:  # next step's words in flight while this step computes
             nxt = row_lo + tl.minimum(it + 1, n_it - 1) * R  # the last step reloads its own rows
@@ -337,14 +347,16 @@ def words_split(rows: int, rows_per_group: int, split_k: int, r: int) -> Optiona
 
 def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_n: int = 256,
                rows: int = 16, split_k: int = 8, num_warps: int = 1, num_stages: int = 1,
-               prefetch: bool = True) -> torch.Tensor:
+               prefetch: bool = True, stages: int = 1) -> torch.Tensor:
     """y = x @ W.T (+ bias). x: [M, K] fp16/bf16/fp32 (M <= MAX_M; unit stride along K) ->
     [M, N] x.dtype. Every row of x reuses each decoded code (CUDA cores, no tensor cores).
 
     block_n: columns per program (a multiple of 4); rows: byte rows loaded per step (a power
-    of two); split_k: K ranges over a second grid axis (reduced to one that fits); prefetch:
-    load the next step while this one computes (a second step ahead and register caps were
-    measured slower on an H200: docs/gpu_kernels.md)."""
+    of two); split_k: K ranges over a second grid axis (reduced to one that fits); stages > 1:
+    the loop pipeliner stages the words through shared memory (``cp.async``), ``stages - 1``
+    steps ahead, which halves the registers a thread needs (the M = 1 default); else
+    prefetch: load the next step into registers while this one computes (a second step
+    ahead and register caps were measured slower on an H200: docs/gpu_kernels.md)."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_M or x.shape[1] != w.k or x.stride(1) != 1:
         raise ValueError(f"gemv_words expects x [M <= {MAX_M}, {w.k}] with unit stride along K, got "
                          f"{tuple(x.shape)} strides {x.stride()}")
@@ -370,9 +382,9 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
             bias if bias is not None else w.scales, ws, cnt, out)
     if m == 1:  # 1-D accumulators: the multi-row kernel's [1, BNW] tensors cost registers
         _gemv_words_kernel[grid](*args, w.n, rg, total_rows // split, _ONE_BITS, w.bits, w.zeros is not None,
-                                 bias is not None, split, bnw, r, bool(prefetch), **kw)
+                                 bias is not None, split, bnw, r, bool(prefetch) and stages <= 1, max(stages, 1), **kw)
     else:
         _gemv_words_rows_kernel[grid](*args, m, w.n, rg, total_rows // split, x.stride(0), _ONE_BITS, w.bits,
                                       w.zeros is not None, bias is not None, split, 1 << (m - 1).bit_length(), bnw,
-                                      r, bool(prefetch), **kw)
+                                      r, bool(prefetch) and stages <= 1, max(stages, 1), **kw)
     return out

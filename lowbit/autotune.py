@@ -97,8 +97,12 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
     rejects for a shape (e.g. a K tile larger than the group) are skipped by the tuner."""
     warps = (4,) if quick else (2, 4, 8)
     if family == "gemv_words":
+        if m == 1:  # words staged through shared memory (the M = 1 winners on the H200)
+            return [dict(block_n=bn, rows=r, split_k=s, num_warps=1, stages=st)
+                    for bn in ((128,) if quick else (128, 256)) for r in ((32,) if quick else (16, 32))
+                    for st in ((3,) if quick else (3, 4)) for s in ((16, 32, 64) if quick else (8, 16, 32, 64, 128))]
         return [dict(block_n=bn, rows=r, split_k=s, num_warps=1, prefetch=True)
-                for bn in ((256,) if quick else (256, 512)) for r in ((16,) if quick else (8, 16))
+                for bn in ((128,) if quick else (128, 256)) for r in ((16,) if quick else (8, 16))
                 for s in ((16, 64) if quick else (8, 16, 32, 64, 128))]
     if family == "gemv_revsplitk":
         bns, bks = ((64, 128, 256), (16, 32)) if quick else ((64, 128, 256), (16, 32, 64))

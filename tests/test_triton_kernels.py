@@ -331,8 +331,12 @@ def test_gemv_words(bits, gs, split_k, block_n, rows, m):
         bias = torch.randn(n, device=DEV, dtype=ACT)
         out = poisoned(lambda: gemv_words(x, dw, bias, block_n=block_n, rows=rows, split_k=split_k))
         assert_close(out, reference_linear(x, codes, s, z, bits, bias), WORDS_TOL)
+    ref = reference_linear(x, codes, s, z, bits)
     out = gemv_words(x, dw, None, block_n=block_n, rows=rows, split_k=split_k, prefetch=False)
-    assert_close(out, reference_linear(x, codes, s, z, bits), WORDS_TOL)
+    assert_close(out, ref, WORDS_TOL)
+    # words staged through shared memory by the loop pipeliner
+    out = gemv_words(x, dw, None, block_n=block_n, rows=rows, split_k=split_k, stages=3)
+    assert_close(out, ref, WORDS_TOL)
 
 
 def test_gemv_words_rejects():
