@@ -65,80 +65,141 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
 constexpr int kPrefetchBlocks = 24;
 
 // GEMV variant for ISAs whose dot product takes any u8 (AVX-512 VNNI): the codes are only
-// masked, never shifted, so the field at bit S of a plane byte enters the dot as
-// field << S. Each (plane, bit position) gets its own accumulator and the group sum is
-//   sum over planes of ( acc_p0 + (acc_p1 >> w) + (acc_p2 >> 2w) + ... ) << plane_low,
-// exact: every acc_pj is a multiple of 2**(j*w) and |acc| <= K*127*255 < 2**31. Per code
-// vector and plane that is one AND and one dot. A multi-plane width (3, 5, 6, 7) thus runs
-// one dot per plane instead of merging the planes with shift/or first; that pays once the
-// group is long enough to amortize combining its 10-14 accumulators (linear_tile picks it
-// from 4 blocks per group on: W3 M=1 -24% at group 128, +14% at group 32). 8-bit codes need
-// no unpack and stay on the generic kernel, whose 4 partial sums hide the dot latency.
-constexpr int masked_positions(int bits, int plane) { return 8 / plane_width(bits, plane); }
-constexpr int masked_first_acc(int bits, int plane) {
-  int n = 0;
-  for (int i = 0; i < plane; ++i) n += masked_positions(bits, i);
-  return n;
-}
-constexpr int masked_accs(int bits) { return masked_first_acc(bits, plane_count(bits)); }
+// masked, never shifted down, so the field at bit S of a plane byte enters the dot as
+// field << S. A plane of width w has two accumulators, weight 1 and weight 2**w: fields
+// 2s and 2s+1 of a byte are masked out of (byte >> 2s*w) in place (masks (2**w-1) and
+// (2**w-1) << w), so one 16-bit shift serves two fields and the group sum is
+//   sum over planes of ( acc_lo + (acc_hi >> w) ) << plane_low,
+// exact: acc_hi is a multiple of 2**w and |acc| <= K*127*255 < 2**31. Per code vector that
+// is one AND and one dot (plus a shift per two fields from w <= 2); against one accumulator
+// per field position (W2: 4, W1: 8) it saves 4 / 12 combining ops per group, which at group
+// 32 is a fifth of the work. A multi-plane width (3, 5, 6, 7) runs one dot per plane instead
+// of merging the planes first; that pays from 4 blocks per group (linear_tile picks it).
+// 8-bit codes need no unpack and stay on the generic kernel.
+//
+// At M=1 the kernel is a weight stream, and at group 32 a block (W2: 128 bytes of codes)
+// is only ~10 cycles of work, so every instruction counts (the front end, not the vector
+// pipes, was the limit: 17 cycles per W2 block with the dispatch on scale dtype / zero kind
+// inside the loop). Hence: scale dtype, zero kind and "one block per group" are template
+// parameters (no branches in the loop), the activations are broadcast straight from memory
+// into the dot (I::dot_mem), the symmetric zero-point correction -z*xsum[g] is precomputed
+// per tile and is the initial value of the weight-1 accumulator (no scalar multiply, no
+// GPR broadcast, no subtract per group), and two groups are unrolled per iteration.
+//
+// Prefetch: kPrefetchBlocks blocks ahead of the codes and as many groups ahead of the
+// scales; near the end of the tile both run on into the next tile in memory (the thread's
+// next tile except at the end of its chunk), whose first blocks and scales otherwise start
+// cold, once per tile.
+constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 
-template <int BITS, class I>
-void linear_tile_gemv_masked(const TileArgs& a) {
+template <int BITS, class I, DType SDT, ZeroKind ZK, int BPG>
+void linear_tile_gemv_masked_impl(const TileArgs& a) {
   using Acc = typename I::Acc;
   using F = typename I::F;
-  constexpr int NA = masked_accs(BITS);
-  const int blocks_per_group = a.group_size / kBlockK;
+  using V = typename I::V;
+  constexpr int NP = plane_count(BITS);
+  constexpr int ssz = SDT == DType::f32 ? 4 : 2;
+  constexpr int zsz = ZK == ZeroKind::symmetric ? 0 : (ZK == ZeroKind::u8 ? 1 : 4);
+  constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
+  const int bpg = BPG ? BPG : a.group_size / kBlockK;
   const int64_t groups = a.k / a.group_size;
-  const int ssz = dtype_size(a.scale_dtype), zsz = zero_size(a.zero_kind);
-  const int32_t zsym = 1 << (BITS - 1);
+  const int64_t nblocks = a.k / kBlockK;
   const uint8_t* scales = a.tile + a.scales_offset;
   const uint8_t* zeros = a.tile + a.zeros_offset;
-  F y[1][1] = {{I::f_zero()}};
+  const uint8_t* next = a.tile + (a.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64;
+  const int64_t pf_groups = (kPrefetchBlocks + bpg - 1) / bpg;
+
+  alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups : 1];
+  if constexpr (ZK == ZeroKind::symmetric)
+    for (int64_t g = 0; g < groups; ++g) zx[g] = -(a.xsum[g] * (1 << (BITS - 1)));
+
+  F y = I::f_zero();
   auto finish_group = [&](int64_t g, Acc t) LOWBIT_LAMBDA {
-    y[0][0] = I::group_update(y[0][0], t, I::load_scales(scales + g * kTileN * ssz, a.scale_dtype),
-                              zeros + g * kTileN * zsz, a.zero_kind, zsym, a.xsum[g]);
+    const int32_t sumx = ZK == ZeroKind::symmetric ? 0 : a.xsum[g];
+    y = I::group_update(y, t, I::load_scales(scales + g * kTileN * ssz, SDT), zeros + g * kTileN * zsz, ZK, 0, sumx);
   };
-  Acc prev = I::acc_zero();  // software-pipelined like linear_tile: see there
-  for (int64_t g = 0; g < groups; ++g) {
-    Acc acc[NA];
-    for (int j = 0; j < NA; ++j) acc[j] = I::acc_zero();
-    for (int b = 0; b < blocks_per_group; ++b) {
-      const int64_t blk_index = g * blocks_per_group + b;
-      const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
+  auto group_sum = [&](int64_t g) LOWBIT_LAMBDA {
+    Acc acc[NP][2];
+    unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
+      constexpr int i = decltype(pi)::value;
+      acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(zx + g) : I::acc_zero();
+      acc[i][1] = I::acc_zero();
+    });
+    // scales of a later group (past the end: the next tile's first ones)
+    {
+      const int64_t gp = g + pf_groups;
+      __builtin_prefetch(gp < groups ? scales + gp * kTileN * ssz : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
+    }
+    for (int b = 0; b < bpg; ++b) {
+      const int64_t blk_index = g * bpg + b;
+      const uint8_t* blk = a.tile + blk_index * kBlockBytes;
       const int8_t* xk = a.xq + blk_index * kBlockK;
-      for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (kPrefetchBlocks * BITS + l) * kVecBytes, 0, 2);
-      unroll<plane_count(BITS)>([&](auto pi) LOWBIT_LAMBDA {
-        constexpr int w = plane_width(BITS, decltype(pi)::value);
-        constexpr int low = plane_low(BITS, decltype(pi)::value);
-        constexpr int first = masked_first_acc(BITS, decltype(pi)::value);
+      const int64_t bp = blk_index + kPrefetchBlocks;
+      const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
+      for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
+      unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
+        constexpr int i = decltype(pi)::value;
+        constexpr int w = plane_width(BITS, i);
+        constexpr int low = plane_low(BITS, i);
         constexpr int per = 8 / w;
         unroll<w>([&](auto pv) LOWBIT_LAMBDA {
           constexpr int p = decltype(pv)::value;
-          const typename I::V v = I::load(blk + (low + p) * kVecBytes);
-          unroll<per>([&](auto jv) LOWBIT_LAMBDA {
-            constexpr int jj = decltype(jv)::value;
-            acc[first + jj] = I::template dot<BITS>(acc[first + jj], I::template mask<jj * w, w>(v), xk + (p * per + jj) * kQuad);
+          const V v = I::load(blk + (low + p) * kVecBytes);
+          unroll<per / 2>([&](auto sv) LOWBIT_LAMBDA {
+            constexpr int s2 = decltype(sv)::value;
+            const V vs = I::template shift<-(2 * s2 * w)>(v);
+            constexpr int c = p * per + 2 * s2;
+            acc[i][0] = I::dot_mem(acc[i][0], I::template mask<0, w>(vs), xk + c * kQuad);
+            acc[i][1] = I::dot_mem(acc[i][1], I::template mask<w, w>(vs), xk + (c + 1) * kQuad);
           });
         });
       });
     }
-    if (g > 0) finish_group(g - 1, prev);
     Acc t = I::acc_zero();
-    unroll<plane_count(BITS)>([&](auto pi) LOWBIT_LAMBDA {
-      constexpr int w = plane_width(BITS, decltype(pi)::value);
-      constexpr int low = plane_low(BITS, decltype(pi)::value);
-      constexpr int first = masked_first_acc(BITS, decltype(pi)::value);
-      Acc tp = acc[first];
-      unroll<8 / w - 1>([&](auto jv) LOWBIT_LAMBDA {
-        constexpr int jj = decltype(jv)::value + 1;
-        tp = I::acc_add(tp, I::template srai<jj * w>(acc[first + jj]));
-      });
-      t = I::acc_add(t, I::template slli<low>(tp));
+    unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
+      constexpr int i = decltype(pi)::value;
+      constexpr int w = plane_width(BITS, i);
+      constexpr int low = plane_low(BITS, i);
+      const Acc tp = I::acc_add(acc[i][0], I::template srai<w>(acc[i][1]));
+      t = i == 0 ? I::template slli<low>(tp) : I::acc_add(t, I::template slli<low>(tp));
     });
+    return t;
+  };
+  // software-pipelined like linear_tile: group g-1's epilogue after group g's dots
+  Acc prev = I::acc_zero();
+#pragma GCC unroll 2
+  for (int64_t g = 0; g < groups; ++g) {
+    const Acc t = group_sum(g);
+    if (g > 0) finish_group(g - 1, prev);
     prev = t;
   }
   if (groups > 0) finish_group(groups - 1, prev);
-  store_tile<1, 1, kTileN, I>(a, y);
+  F yy[1][1] = {{y}};
+  store_tile<1, 1, kTileN, I>(a, yy);
+}
+
+template <int BITS, class I, DType SDT, ZeroKind ZK>
+LOWBIT_INLINE void gemv_masked_bpg(const TileArgs& a) {
+  if (a.group_size == kBlockK) linear_tile_gemv_masked_impl<BITS, I, SDT, ZK, 1>(a);
+  else linear_tile_gemv_masked_impl<BITS, I, SDT, ZK, 0>(a);
+}
+
+template <int BITS, class I, DType SDT>
+LOWBIT_INLINE void gemv_masked_zk(const TileArgs& a) {
+  switch (a.zero_kind) {
+    case ZeroKind::symmetric: gemv_masked_bpg<BITS, I, SDT, ZeroKind::symmetric>(a); break;
+    case ZeroKind::u8: gemv_masked_bpg<BITS, I, SDT, ZeroKind::u8>(a); break;
+    default: gemv_masked_bpg<BITS, I, SDT, ZeroKind::f32>(a); break;
+  }
+}
+
+template <int BITS, class I>
+void linear_tile_gemv_masked(const TileArgs& a) {
+  switch (a.scale_dtype) {
+    case DType::f32: gemv_masked_zk<BITS, I, DType::f32>(a); break;
+    case DType::bf16: gemv_masked_zk<BITS, I, DType::bf16>(a); break;
+    default: gemv_masked_zk<BITS, I, DType::f16>(a); break;
+  }
 }
 
 template <int BITS, int MR, class I>
