@@ -91,6 +91,9 @@ constexpr int kPrefetchBlocks = 24;
 // next tile except at the end of its chunk), whose first blocks and scales otherwise start
 // cold, once per tile.
 constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
+#ifndef LOWBIT_MASKED_MIN_GS
+#define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
+#endif
 
 template <int BITS, class I, DType SDT, ZeroKind ZK, int BPG>
 void linear_tile_gemv_masked_impl(const TileArgs& a) {
@@ -174,6 +177,8 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
     prev = t;
   }
   if (groups > 0) finish_group(groups - 1, prev);
+  if constexpr (I::kStoreRow)
+    if (I::store_row(a, y)) return;
   F yy[1][1] = {{y}};
   store_tile<1, 1, kTileN, I>(a, yy);
 }
@@ -205,7 +210,7 @@ void linear_tile_gemv_masked(const TileArgs& a) {
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
   if constexpr (MR == 1 && I::kMaskedPlanes && BITS != 8) {
-    if (plane_count(BITS) == 1 || a.group_size >= 4 * kBlockK) {
+    if (plane_count(BITS) == 1 || a.group_size >= LOWBIT_MASKED_MIN_GS) {
       linear_tile_gemv_masked<BITS, I>(a);
       return;
     }
