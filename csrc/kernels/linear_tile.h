@@ -62,7 +62,15 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
   }
 }
 
-constexpr int kPrefetchBlocks = 24;
+// Software prefetch distance, in blocks: at least 6 KiB ahead (W4: 24 blocks). A fixed block
+// count left the narrow widths with few bytes in flight (W2: 3 KiB), and at 50-60 GB/s
+// each core must keep ~30 GB/s x ~100 ns of reads in flight: W2 M=1 at 48 blocks instead of
+// 24 was 22% faster there (neutral at 34 GB/s); 12 KiB: W4 M=1 -3%, M=4 +3-6%, W3 worse.
+constexpr int kPrefetchBytes = 6144;
+template <int BITS>
+constexpr int prefetch_blocks() {
+  return kPrefetchBytes / (kVecBytes * BITS) > 24 ? (kPrefetchBytes + kVecBytes * BITS - 1) / (kVecBytes * BITS) : 24;
+}
 
 // GEMV variant for ISAs whose dot product takes any u8 (AVX-512 VNNI): the codes are only
 // masked, never shifted down, so the field at bit S of a plane byte enters the dot as
@@ -86,7 +94,7 @@ constexpr int kPrefetchBlocks = 24;
 // per tile and is the initial value of the weight-1 accumulator (no scalar multiply, no
 // GPR broadcast, no subtract per group), and two groups are unrolled per iteration.
 //
-// Prefetch: kPrefetchBlocks blocks ahead of the codes and as many groups ahead of the
+// Prefetch: prefetch_blocks() blocks ahead of the codes and as many groups ahead of the
 // scales; near the end of the tile both run on into the next tile in memory (the thread's
 // next tile except at the end of its chunk), whose first blocks and scales otherwise start
 // cold, once per tile.
@@ -110,6 +118,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   const uint8_t* scales = a.tile + a.scales_offset;
   const uint8_t* zeros = a.tile + a.zeros_offset;
   const uint8_t* next = a.tile + (a.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64;
+  constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
   const int64_t pf_groups = (kPrefetchBlocks + bpg - 1) / bpg;
 
   alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups : 1];
@@ -267,10 +276,10 @@ void linear_tile(const TileArgs& a) {
     auto dot_block = [&](int64_t blk_index) LOWBIT_LAMBDA {
       const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
       const int8_t* xk = a.xq + blk_index * kBlockK;
-      // software prefetch kPrefetchBlocks ahead (one cache line per bit of width): at M=1
+      // software prefetch prefetch_blocks() ahead (one cache line per bit of width): at M=1
       // the kernel is a pure weight stream and the hardware prefetcher alone lags behind.
       // Into L2 (prefetcht1): 2-10% faster at M=1 than prefetcht0 on Zen 4.
-      for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (kPrefetchBlocks * BITS + l) * kVecBytes, 0, 2);
+      for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (prefetch_blocks<BITS>() * BITS + l) * kVecBytes, 0, 2);
       for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
