@@ -23,6 +23,7 @@ from lowbit.backends.triton import ensure_kernels  # noqa: E402
 ensure_kernels()
 from lowbit.kernels import dispatch  # noqa: E402
 from lowbit.kernels.dequant import reference_linear  # noqa: E402
+from lowbit.kernels.gemv_dp4a import dp4a_supported, gemv_dp4a  # noqa: E402
 from lowbit.kernels.gemv_words import gemv_words  # noqa: E402
 
 
@@ -45,6 +46,14 @@ def check():
                     ok = e <= (1e-3 if dtype == torch.float16 else 4e-3)
                     bad += not ok
                     log(f"  check W{bits} g{gs} sym={sym} {str(dtype)[6:]} M={m} {cfg}: rel {e:.2e} {'ok' if ok else 'FAIL'}")
+                if m == 1 and dp4a_supported(dw):
+                    for cfg in (dict(), dict(split_k=1, block_n=256, rows=16), dict(split_k=64, stages=4)):
+                        for _ in range(3):
+                            out = gemv_dp4a(x, dw, b, **cfg)
+                        e = rel(out, ref)
+                        ok = e <= (1e-3 if dtype == torch.float16 else 4e-3)
+                        bad += not ok
+                        log(f"  check dp4a W{bits} g{gs} sym={sym} {str(dtype)[6:]} {cfg}: rel {e:.2e} {'ok' if ok else 'FAIL'}")
     log(f"check: {bad} failures")
     return bad
 
@@ -83,6 +92,33 @@ def sweep(n, k, m, grid, dws):
                 top=[(u, c_) for u, c_ in res[:8]])
 
 
+def dp4a_sweep(n, k, dws):
+    """gemv_dp4a (both kernels: activation split + dot) against the word GEMV's default."""
+    x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+    c0 = dispatch.config("gemv_words", 1, dws[0], x.device)
+    words = graph_us([lambda d=d: gemv_words(x, d, None, **c0) for d in dws], reps=20)
+    sp0 = max(1, k // 2 // 64)
+    res = []
+    for bn in (256, 512):
+        for r in (16, 32):
+            for st in (3, 4):
+                for sp in (max(sp0 // 2, 1), sp0, 2 * sp0):
+                    cfg = dict(block_n=bn, rows=r, stages=st, split_k=sp)
+                    try:
+                        res.append((graph_us([lambda d=d: gemv_dp4a(x, d, None, **cfg) for d in dws], reps=20), cfg))
+                    except Exception as e:
+                        log(f"  dp4a {cfg}: {type(e).__name__}: {str(e)[:100]}")
+    res.sort(key=lambda t: t[0])
+    for us, cfg in res[:6]:
+        log(f"  {n}x{k} M=1 dp4a {us:7.2f} us {cfg}")
+    cub = bg.time_cublas(n, k, 1)
+    fl, _ = bg.floor_us(n, k, 1, 4, 128)
+    best = res[0][0]
+    log(f"{n}x{k} M=1: cuBLAS {cub:.1f}  words {words:.1f} ({cub / words:.2f}x)  dp4a {best:.1f} ({cub / best:.2f}x, "
+        f"{fl / best:.0%} of copy BW; floor {fl:.1f})")
+    return dict(n=n, k=k, cublas=cub, words=words, dp4a=best, floor=fl, top=res[:8])
+
+
 def int8_g32(n=14336, k=4096, ms=(16, 32, 64)):
     from lowbit import quant
     from lowbit.kernels.gemm import gemm_int8
@@ -109,12 +145,16 @@ def main():
     ap.add_argument("--ms", default="1,2,4,8")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 group-32 GEMM comparison")
+    ap.add_argument("--dp4a", action="store_true", help="M = 1: gemv_dp4a sweep against the word GEMV default")
     a = ap.parse_args()
     bg.section_env()
     res = {"env": bg.RESULTS["env"], "check_failures": check(), "sweep": []}
     for s in a.shapes.split(","):
         n, k = map(int, s.split("x"))
         dws = weights(n, k)
+        if a.dp4a:
+            res.setdefault("dp4a", []).append(dp4a_sweep(n, k, dws))
+            continue
         for m in map(int, a.ms.split(",")):
             if m == 1:
                 sp0 = dispatch.config("gemv_words", 1, dws[0], torch.device("cuda"))["split_k"]

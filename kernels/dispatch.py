@@ -17,18 +17,26 @@ import torch
 
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
+from .gemv_dp4a import dp4a_supported
 from .gemv_words import MAX_M as WORDS_MAX_M, words_supported
 
 __all__ = ["serves", "Thresholds", "thresholds", "set_thresholds", "set_config", "set_winner", "choose", "config", "run_family",
            "linear", "FAMILIES"]
 
-FAMILIES = ("gemv_words", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+# measured faster per call but not end to end: only chosen where asked (thresholds, winners,
+# ``lowbit autotune --families``)
+OPT_IN = ("gemv_dp4a",)
+FAMILIES = ("gemv_dp4a", "gemv_words", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Which family serves which batch size M (float activations).
 
+    M = 1, 4-bit, N * K >= dp4a_min_nk (None, the default: never): the dp4a GEMV (integer dot
+    products). On an H200 it beats the word GEMV per call from 14336x4096 up (28672x4096: 23.6
+    vs 27.1 us) but lost end to end (Llama-3.1-8B decode at batch 1: 215 vs 233-245 tok/s in
+    one process), so it is opt-in;
     M <= words_max_m and a single-plane width with N % 4 == 0: the word GEMV (CUDA cores,
     each decoded code reused by every row; measured faster than split-K up to M = 2);
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
@@ -37,6 +45,7 @@ class Thresholds:
 
     gemv_max_m: int = 1
     words_max_m: int = 2
+    dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
 
@@ -155,6 +164,16 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)
+    if family == "gemv_dp4a":
+        # H200 sweep (benchmarks/gpu_words_probe.py --dp4a, 24 configs x 5 shapes): 256
+        # columns, 16 byte rows a step, 3 stages, ~128 byte rows per program: the best at
+        # 14336x4096, 4096x14336 and 6144x4096, within 5% at 28672x4096 and 4096x4096
+        rows = w.k // 2
+        blocks = -(-w.n // 256)
+        split = max(1, rows // 128)
+        while blocks * split < 4 * sms and rows // (2 * split) >= 32:
+            split *= 2
+        return dict(block_n=256, rows=16, split_k=split, num_warps=1, stages=3)
     if family == "gemv_revsplitk":
         # one warp per program, 64 columns x 2 tiles of 64 codes: best of 24 configs at
         # 4096x4096 and 14336x4096 (bigger programs lose to the per-program tail)
@@ -212,6 +231,8 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
     if act == "int8":
         return "gemv_int8" if m == 1 else "gemm_int8"
     t = thresholds(device, width_key(w.bits, w.group_size, act_name))
+    if m == 1 and t.dp4a_min_nk is not None and w.n * w.k >= t.dp4a_min_nk and dp4a_supported(w):
+        return "gemv_dp4a"
     if m <= min(t.words_max_m, WORDS_MAX_M) and words_supported(w):
         return "gemv_words"
     if m <= t.gemv_max_m:
@@ -245,13 +266,14 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
     quantization for the *_int8 families) -> [M, N] x.dtype."""
     from lowbit.quant import quantize_per_token_int8
 
-    from . import dequant, gemm, gemm_splitk, gemv, gemv_revsplitk, gemv_words
+    from . import dequant, gemm, gemm_splitk, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
 
     if family in ("gemv_int8", "gemm_int8"):
         xq, sx = quantize_per_token_int8(x)
         fn = gemv.gemv_int8 if family == "gemv_int8" else gemm.gemm_int8
         return fn(xq, sx, w, bias, x.dtype, **cfg)
     fns = {
+        "gemv_dp4a": gemv_dp4a.gemv_dp4a,
         "gemv_words": gemv_words.gemv_words,
         "gemv": gemv.gemv,
         "gemv_splitk": gemv.gemv,

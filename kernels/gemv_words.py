@@ -145,6 +145,15 @@ def _gemv_words_kernel(
             sx = cx
         if PREFETCH:
             wt = wn
+    _finish_1d(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
+
+
+@triton.jit
+def _finish_1d(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask,
+               SPLIT_K: tl.constexpr, BNW: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Store one row's sums ``o<C>`` (byte column C of each word): directly, or with
+    ``SPLIT_K > 1`` through the self-cleaning workspace, the last program of the column block
+    writing the output."""
     if SPLIT_K == 1:
         _store_cols_1d(out_ptr, bias_ptr, o0, offs_w, w_mask, 0, HAS_BIAS)
         _store_cols_1d(out_ptr, bias_ptr, o1, offs_w, w_mask, 1, HAS_BIAS)

@@ -104,6 +104,10 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
         return [dict(block_n=bn, rows=r, split_k=s, num_warps=1, prefetch=True)
                 for bn in ((128,) if quick else (128, 256)) for r in ((16,) if quick else (8, 16))
                 for s in ((16, 64) if quick else (8, 16, 32, 64, 128))]
+    if family == "gemv_dp4a":
+        return [dict(block_n=bn, rows=r, split_k=s, num_warps=1, stages=3)
+                for bn in ((256,) if quick else (256, 512)) for r in ((16,) if quick else (16, 32))
+                for s in ((16, 32) if quick else (8, 16, 32, 64))]
     if family == "gemv_revsplitk":
         bns, bks = ((64, 128, 256), (16, 32)) if quick else ((64, 128, 256), (16, 32, 64))
         return [dict(block_n=bn, block_k=bk, num_warps=w) for bn in bns for bk in bks for w in warps]
@@ -200,7 +204,7 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
     if device.type != "cuda" and not interpret:
         raise RuntimeError("lowbit autotune needs a CUDA GPU (or TRITON_INTERPRET=1 for a CPU dry run)")
     known = list(dispatch.FAMILIES)
-    fam_filter = set(families) if families else set(known)
+    fam_filter = set(families) if families else set(known) - set(dispatch.OPT_IN)
     bad = fam_filter - set(known)
     if bad:
         raise ValueError(f"unknown families {sorted(bad)}; known: {sorted(known)}")
@@ -365,7 +369,8 @@ def add_parser(sub) -> None:
     p.add_argument("--group-size", default="128", help="group sizes, e.g. 128 or 64,128; 'none' = per-channel")
     p.add_argument("--batch", default="1,2,4,8,16,32,64", help="M values '1,2,4' or a range '1-64'")
     p.add_argument("--dtype", default="fp16", help="activations: fp16, bf16, int8 (comma list)")
-    p.add_argument("--families", default=None, help="only these kernel families (comma list)")
+    p.add_argument("--families", default=None, help="only these kernel families (comma list; opt-in ones, e.g. "
+                   "gemv_dp4a, are tuned only when listed)")
     p.add_argument("--quick", action="store_true", help="a smaller search space")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=_run)

@@ -4,6 +4,8 @@ reference, int8 bit-exactness, torch.compile(fullgraph) and CUDA-graph replays o
 The same checks, plus timings, run in one process via ``bash scripts/gpu_check.sh``
 (benchmarks/bench_gpu.py); this file lets a GPU CI run them under pytest.
 """
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,7 @@ def weight(n, k, bits, gs, dtype, sym=False):
     return codes, s, z, dw
 
 
-_FAMILIES = [("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
+_FAMILIES = [("gemv_dp4a", 1), ("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
              ("gemm", 200), ("dequant_cublas", 300)]
 
 
@@ -42,8 +44,9 @@ _FAMILIES = [("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv
 # single-plane widths only: not cases here
 @pytest.mark.parametrize("family,m,bits", [(f, m, b) for f, m in _FAMILIES for b in (1, 2, 3, 4, 8)
                                            if not (f == "gemv_revsplitk" and b == 8)
-                                           and (f == "gemv_words" or b in (3, 4, 8))
-                                           and not (f == "gemv_words" and b == 3)])
+                                           and (f in ("gemv_words", "gemv_dp4a") or b in (3, 4, 8))
+                                           and not (f == "gemv_words" and b == 3)
+                                           and (f != "gemv_dp4a" or b == 4)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_float_families_realistic(family, m, bits, dtype):
     n, k = 2048, 4096
@@ -71,13 +74,16 @@ def test_int8_exact_realistic(m, bits, gs):
     assert torch.equal(dispatch.run_family(fam, x, dw, bias, **dispatch.config(fam, m, dw, x.device)), ref)
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_compile_and_cuda_graphs(int8):
+@pytest.mark.parametrize("int8,dp4a", [(False, False), (True, False), (False, True)])
+def test_compile_and_cuda_graphs(int8, dp4a):
     """fullgraph compile and reduce-overhead (CUDA graphs) across M, fresh inputs per replay:
-    the split-K workspaces are zeroed inside the op, so replays stay correct."""
+    the split-K workspaces are zeroed inside the op, so replays stay correct. ``dp4a``: M = 1
+    through the dp4a GEMV (threshold lowered to these small layers)."""
     from torch import nn
 
     import lowbit
+
+    dev = torch.device("cuda")
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 1024)).to("cuda", torch.float16).eval()
@@ -86,6 +92,13 @@ def test_compile_and_cuda_graphs(int8):
     lowbit.quantize_(model, cfg)
     assert model[0].weight.kernel_format == "triton"
     torch._dynamo.reset()
+    saved = dict(dispatch._thresholds)  # after quantize_: the shipped tuning data is installed by now
+    if dp4a:  # every entry of this device, including per-width ones from the tuning data
+        name = torch.cuda.get_device_name()
+        dispatch.set_thresholds(name, dp4a_min_nk=0)
+        for key, t in list(dispatch._thresholds.items()):
+            if key[0] == name:
+                dispatch._thresholds[key] = dataclasses.replace(t, dp4a_min_nk=0)
     try:
         with torch.no_grad():
             cm = torch.compile(model, fullgraph=True)
@@ -103,5 +116,9 @@ def test_compile_and_cuda_graphs(int8):
                         assert torch.equal(y, r)
                     else:
                         assert rel(y, r) <= 1e-3
+        dw = weight(2048, 1024, 4, 128, torch.float16)[3]  # the first layer's problem
+        assert (dispatch.choose(1, dw, "int8" if int8 else "none", dev) == "gemv_dp4a") == dp4a
     finally:
         torch._dynamo.reset()
+        dispatch._thresholds.clear()
+        dispatch._thresholds.update(saved)

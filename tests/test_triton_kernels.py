@@ -339,6 +339,49 @@ def test_gemv_words(bits, gs, split_k, block_n, rows, m):
     assert_close(out, ref, WORDS_TOL)
 
 
+@pytest.mark.parametrize("gs,sym,split_k,block_n,rows", [(128, False, 1, 16, 32), (32, True, 4, 32, 16),
+                                                        (None, False, 2, 16, 8), (64, False, 3, 64, 32),
+                                                        (256, True, 2, 16, 4)])
+def test_gemv_dp4a(gs, sym, split_k, block_n, rows):
+    """dp4a GEMV: against its own float64 model of the integer activation split (to fp32
+    rounding: the transposes and dot products are exact) and against the float reference
+    (the split's rounding, ~1e-4); K splits through the self-cleaning workspace, bias."""
+    from lowbit.kernels.gemv_dp4a import gemv_dp4a, reference
+
+    n, k = 52, 256
+    codes, s, z, dw = make(n, k, 4, gs, sym=sym)
+    for _ in range(3):
+        x = torch.randn(1, k, device=DEV, dtype=ACT)
+        bias = torch.randn(n, device=DEV, dtype=ACT)
+        out = poisoned(lambda: gemv_dp4a(x, dw, bias, block_n=block_n, rows=rows, split_k=split_k))
+        model = reference(x, codes, s, z, gs or k) + bias.double()
+        assert_close(out, model, 1e-5 if DEV == "cpu" else TOL)
+        assert_close(out, reference_linear(x, codes, s, z, 4, bias), 3e-4 if DEV == "cpu" else TOL)
+
+
+def test_gemv_dp4a_rejects_and_dispatch():
+    from lowbit.kernels.gemv_dp4a import gemv_dp4a
+
+    x = torch.randn(1, 128, device=DEV, dtype=ACT)
+    for bits, gs in ((8, 64), (2, 64), (4, 16)):
+        with pytest.raises(ValueError, match="4-bit"):
+            gemv_dp4a(x, make(8, 128, bits, gs)[3])
+    dw = make(8, 128, 4, 64)[3]
+    with pytest.raises(ValueError, match="rows"):
+        gemv_dp4a(x, dw, rows=2)
+    with pytest.raises(ValueError, match=r"x \[1, 128\]"):
+        gemv_dp4a(torch.randn(2, 128, device=DEV, dtype=ACT), dw)
+    assert dispatch.choose(1, dw) == "gemv_words"  # small problem: under dp4a_min_nk
+    saved = dispatch.thresholds()
+    try:
+        dispatch.set_thresholds(dp4a_min_nk=0)
+        assert dispatch.choose(1, dw) == "gemv_dp4a"
+        assert dispatch.choose(2, dw) == "gemv_words"
+        assert dispatch.choose(1, make(8, 128, 2, 64)[3]) == "gemv_words"  # 4-bit only
+    finally:
+        dispatch.set_thresholds(dp4a_min_nk=saved.dp4a_min_nk)
+
+
 def test_gemv_words_rejects():
     from lowbit.kernels.gemv_words import gemv_words
 
