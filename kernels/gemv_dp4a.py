@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemv_words import _finish_1d, _program_words, workspace
+from .gemv_words import finish_row, program_words, workspace
 from .layout import DeviceWeight
 
 X_MAX = tl.constexpr(127 * 128)  # |v| bound: h = round(v / 128) stays in int8, l = v - 128 h in [-64, 64]
@@ -145,7 +145,7 @@ def _gemv_dp4a_kernel(
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
     BNW: tl.constexpr, R: tl.constexpr, STAGES: tl.constexpr, ASM: tl.constexpr,
 ):
-    pid_n, pid_k, NW, offs_w, w_mask = _program_words(N, BNW)
+    pid_n, pid_k, NW, offs_w, w_mask = program_words(N, BNW)
     R4: tl.constexpr = R // 4
     offs_i = tl.arange(0, R4)
     row_lo = pid_k * RPP
@@ -209,7 +209,7 @@ def _gemv_dp4a_kernel(
             l1 = izero
             l2 = izero
             l3 = izero
-    _finish_1d(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
+    finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
 
 
 def reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],

@@ -56,7 +56,7 @@ def _field_f32(w, C: tl.constexpr, T: tl.constexpr, BITS: tl.constexpr, FPS: tl.
 
 
 @triton.jit
-def _program_words(N, BNW: tl.constexpr):
+def program_words(N, BNW: tl.constexpr):
     """This program's column block (as int32 words of 4 columns) and K split."""
     pid_n = tl.program_id(0)
     NW = N // 4
@@ -87,7 +87,7 @@ def _gemv_words_kernel(
     # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
     # runs whose lowest field is at 2**-4, keeping the cancellation error near 1e-6
     FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
-    pid_n, pid_k, NW, offs_w, w_mask = _program_words(N, BNW)
+    pid_n, pid_k, NW, offs_w, w_mask = program_words(N, BNW)
     offs_r = tl.arange(0, R)
     row_lo = pid_k * RPP
     ch = _chunk_rows(RG, RPP, E)
@@ -145,11 +145,11 @@ def _gemv_words_kernel(
             sx = cx
         if PREFETCH:
             wt = wn
-    _finish_1d(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
+    finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
 
 
 @triton.jit
-def _finish_1d(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask,
+def finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask,
                SPLIT_K: tl.constexpr, BNW: tl.constexpr, HAS_BIAS: tl.constexpr):
     """Store one row's sums ``o<C>`` (byte column C of each word): directly, or with
     ``SPLIT_K > 1`` through the self-cleaning workspace, the last program of the column block
@@ -209,7 +209,7 @@ def _gemv_words_rows_kernel(
 ):
     E: tl.constexpr = 8 // BITS
     FPS: tl.constexpr = 2 if BITS == 4 else (1 if BITS == 8 else 4 // BITS)
-    pid_n, pid_k, NW, offs_w, w_mask = _program_words(N, BNW)
+    pid_n, pid_k, NW, offs_w, w_mask = program_words(N, BNW)
     offs_r = tl.arange(0, R)
     offs_m = tl.arange(0, BM)
     m_mask = offs_m < M
