@@ -138,6 +138,19 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
     raise ValueError(f"unknown family {family!r}")
 
 
+def tuned_families(families: Optional[Iterable[str]] = None) -> set[str]:
+    """The families a tuning run times: those asked for, else every family except the opt-in
+    ones (measured faster per call but not end to end: docs/gpu_kernels.md)."""
+    from lowbit.kernels import dispatch
+
+    known = set(dispatch.FAMILIES)
+    chosen = set(families) if families else known - set(dispatch.OPT_IN)
+    bad = chosen - known
+    if bad:
+        raise ValueError(f"unknown families {sorted(bad)}; known: {sorted(known)}")
+    return chosen
+
+
 def families_for(m: int, act: str, available: Iterable[str]) -> list[str]:
     """GEMV families (names starting 'gemv') serve M = 1 (the word GEMV a few rows), the
     others M > 1; '*_int8' ones serve int8 activations."""
@@ -204,10 +217,7 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
     if device.type != "cuda" and not interpret:
         raise RuntimeError("lowbit autotune needs a CUDA GPU (or TRITON_INTERPRET=1 for a CPU dry run)")
     known = list(dispatch.FAMILIES)
-    fam_filter = set(families) if families else set(known) - set(dispatch.OPT_IN)
-    bad = fam_filter - set(known)
-    if bad:
-        raise ValueError(f"unknown families {sorted(bad)}; known: {sorted(known)}")
+    fam_filter = tuned_families(families)
     timer = _timer(device)
     jobs = list(itertools.product(shapes, bits_list, group_sizes, acts, batches))
     bar = _progress(len(jobs), progress)

@@ -51,6 +51,17 @@ def test_thresholds_from_winners():
     assert derive_thresholds(rs)["bits=4|g=128|float16"]["words_max_m"] == 2
 
 
+def test_opt_in_families_only_when_asked():
+    from lowbit.autotune import tuned_families
+    from lowbit.kernels import dispatch
+
+    assert "gemv_dp4a" in dispatch.OPT_IN and "gemv_dp4a" not in tuned_families()
+    assert "gemv_words" in tuned_families()
+    assert tuned_families(["gemv_dp4a"]) == {"gemv_dp4a"}
+    with pytest.raises(ValueError, match="unknown families"):
+        tuned_families(["gemv_nope"])
+
+
 def test_families_for_rows():
     from lowbit.autotune import families_for
     from lowbit.kernels import dispatch
