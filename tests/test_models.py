@@ -31,3 +31,17 @@ def test_build_model_is_deterministic_and_scaled():
 def test_e2e_bench_smoke():
     r = run_config("tiny", "w4g128", batch=2, device="cpu", dtype=torch.float32, prompt=4, tokens=2, compile=False)
     assert r.tokens_per_s > 0 and r.weight_gib > 0 and r.batch == 2
+
+
+def test_e2e_main_writes_json_after_every_row(tmp_path):
+    import argparse
+    import json
+
+    from lowbit.bench.e2e import main
+
+    out = tmp_path / "e2e.json"
+    args = argparse.Namespace(preset="tiny", device="cpu", dtype="float32", batch=[1], configs=["bf16", "w4g128"],
+                              prompt=4, tokens=2, no_compile=True, json=str(out))
+    assert main(args) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in rows] == ["bf16", "w4g128"] and all(r["tokens_per_s"] > 0 for r in rows)

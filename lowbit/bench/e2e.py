@@ -106,10 +106,10 @@ def main(args) -> int:
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
             print(f"{r.preset} batch={batch:<3} {name:<7} {r.tokens_per_s:10.1f} tok/s  {r.ms_per_step:8.2f} ms/step  "
                   f"{r.weight_gib:6.2f} GiB  {sp} vs bf16", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-                       "torch": torch.__version__, "results": [asdict(r) for r in rows]}, f, indent=1)
+            if args.json:  # after every row: a run cut off by a time limit keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump({"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                               "torch": torch.__version__, "results": [asdict(r) for r in rows]}, f, indent=1)
     return 0
 
 
