@@ -363,7 +363,7 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
     block_n: columns per program (a multiple of 4); rows: byte rows loaded per step (a power
     of two); split_k: K ranges over a second grid axis (reduced to one that fits); stages > 1:
     the loop pipeliner stages the words through shared memory (``cp.async``), ``stages - 1``
-    steps ahead, which halves the registers a thread needs (the M = 1 default); else
+    steps ahead, so the words in flight need no registers (254 -> 168 a thread; the M = 1 default); else
     prefetch: load the next step into registers while this one computes (a second step
     ahead and register caps were measured slower on an H200: docs/gpu_kernels.md)."""
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_M or x.shape[1] != w.k or x.stride(1) != 1:
