@@ -149,6 +149,28 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       const int64_t bp = blk_index + kPrefetchBlocks;
       const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
       for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
+      if constexpr (BITS == 3) {
+        // 3 = 2+1 merged in place, no second dot: code vector c = 4p + 2s + j (j = 0, 1) is
+        // the 2-bit field at bit 2j of (plane-2 vector p) >> 4s, and its 1-bit plane bit
+        // (bit c of the plane-1 byte) is moved next to it, to bit 2j+2, masked and
+        // selected in: (f2 + 4*f1) << 2j, weight 1 (j = 0) or 4 (j = 1). Per code vector a
+        // shift, an AND, a select and one dot, against an AND and a dot per plane.
+        const V v1 = I::load(blk + 2 * kVecBytes);
+        unroll<2>([&](auto pv) LOWBIT_LAMBDA {
+          constexpr int p = decltype(pv)::value;
+          const V v2 = I::load(blk + p * kVecBytes);
+          unroll<2>([&](auto sv) LOWBIT_LAMBDA {
+            constexpr int s2 = decltype(sv)::value;
+            const V v2s = I::template shift<-4 * s2>(v2);
+            unroll<2>([&](auto jv) LOWBIT_LAMBDA {
+              constexpr int j = decltype(jv)::value;
+              constexpr int c = 4 * p + 2 * s2 + j;
+              const V hi = I::template mask<2 * j + 2, 1>(I::template shift<2 * j + 2 - c>(v1));
+              acc[0][j] = I::dot_mem(acc[0][j], I::template select<(3 << (2 * j))>(v2s, hi), xk + c * kQuad);
+            });
+          });
+        });
+      } else {
       unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
         constexpr int i = decltype(pi)::value;
         constexpr int w = plane_width(BITS, i);
@@ -166,7 +188,9 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
           });
         });
       });
+      }
     }
+    if constexpr (BITS == 3) return I::acc_add(acc[0][0], I::template srai<2>(acc[0][1]));
     Acc t = I::acc_zero();
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
@@ -219,7 +243,7 @@ void linear_tile_gemv_masked(const TileArgs& a) {
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
   if constexpr (MR == 1 && I::kMaskedPlanes && BITS != 8) {
-    if (plane_count(BITS) == 1 || a.group_size >= LOWBIT_MASKED_MIN_GS) {
+    if (plane_count(BITS) == 1 || BITS == 3 || a.group_size >= LOWBIT_MASKED_MIN_GS) {
       linear_tile_gemv_masked<BITS, I>(a);
       return;
     }
