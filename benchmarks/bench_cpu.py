@@ -43,6 +43,7 @@ SHAPES = [(4096, 4096), (6144, 4096), (14336, 4096), (4096, 14336)]  # (N, K), L
 MS = [1, 4, 16, 64]
 BITS = [2, 3, 4, 8]
 GROUP = 32
+WARMUP_S = 0.005  # warm-up time per block of calls (see bench_shape)
 
 
 @dataclass
@@ -122,10 +123,13 @@ def bench_shape(n, k, ms, bits_list, reps, backend, peers=True):
         ws = lowbit_weights(n, k, bits, backend, copies_for(lowbit_bytes(n, k, bits, 1)))
         ops[f"W{bits}"] = {m: [lambda w=w, x=xs[m]: backend.linear(x, w, None) for w in ws] for m in ms}
 
-    # Passes over the ops, each op timed in a block of calls after one warm-up call: a
-    # block keeps the op's steady state (right after torch's own OpenMP kernels, their
-    # spinning workers would steal our second core for a moment), several passes spread
-    # slow phases of a shared machine over all ops.
+    # Passes over the ops, each op timed in a block of calls after warm-up calls (at least
+    # one, and at least WARMUP_S of them): a block keeps the op's steady state (right after
+    # torch's own OpenMP kernels, their spinning workers would steal our second core for a
+    # moment, and a core that idled runs slower for a few ms), several passes spread slow
+    # phases of a shared machine over all ops. One warm-up call was too short for the
+    # ~0.2-0.8 ms W2/W3 calls: their cells read 1.1-1.4x the steady time right after
+    # torch-int8's block.
     passes = 3
     per_pass = math.ceil(reps / passes)
     times = {(name, m): [] for name in ops for m in ms}
@@ -133,7 +137,10 @@ def bench_shape(n, k, ms, bits_list, reps, backend, peers=True):
         for name, by_m in ops.items():
             for m in ms:
                 fns = by_m[m]
+                t_end = time.perf_counter() + WARMUP_S
                 fns[0]()
+                while time.perf_counter() < t_end:
+                    fns[0]()
                 for r in range(per_pass):
                     f = fns[r % len(fns)]
                     t = time.perf_counter()
