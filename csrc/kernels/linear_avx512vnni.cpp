@@ -121,13 +121,14 @@ struct IsaAvx512Vnni {
   // scalar loop, which at M=1 cost ~10% of a K=4096 W2 tile. f16 (its NaN/subnormal
   // handling is not worth duplicating) returns false: the caller then stores per element.
   static constexpr bool kStoreRow = true;
-  static LOWBIT_INLINE bool store_row(const TileArgs& a, F y) {
+  static LOWBIT_INLINE bool store_row(const TileArgs& a, F y, int m = 0) {
     if (a.out_dtype == DType::f16) return false;
     const __mmask16 k = a.nvalid >= kTileN ? __mmask16(0xffff) : __mmask16((1u << a.nvalid) - 1);
-    __m512 v = _mm512_mul_ps(y, _mm512_set1_ps(a.sx[0]));
+    __m512 v = _mm512_mul_ps(y, _mm512_set1_ps(a.sx[m]));
     if (a.bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, a.bias + a.n0));
+    const int64_t at = m * a.ldo + a.n0;
     if (a.out_dtype == DType::f32) {
-      _mm512_mask_storeu_ps(static_cast<float*>(a.out) + a.n0, k, v);
+      _mm512_mask_storeu_ps(static_cast<float*>(a.out) + at, k, v);
       return true;
     }
     const __m512i u = _mm512_castps_si512(v);
@@ -135,7 +136,7 @@ struct IsaAvx512Vnni {
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
     r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
-    _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(a.out) + a.n0, k, r);
+    _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(a.out) + at, k, r);
     return true;
   }
   // float-activation primitives

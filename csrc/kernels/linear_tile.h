@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "bitunpack.h"
 #include "kernels.h"
@@ -45,10 +46,22 @@ LOWBIT_INLINE void for_parts(F&& f) {
   }
 }
 
-// Final store of one tile: y * sx, + bias, cast. Scalar because it is O(MR*16) against
-// O(MR*16*K) above.
+// ISAs with a one-vector row store (I::kStoreRow, I::store_row(a, y, m): AVX-512)
+template <class I, class = void>
+struct HasStoreRow : std::false_type {};
+template <class I>
+struct HasStoreRow<I, std::void_t<decltype(I::kStoreRow)>> : std::true_type {};
+
+// Final store of one tile: y * sx, + bias, cast. Scalar (O(MR*16) against O(MR*16*K)
+// above) except where a vector holds a whole row: ~100 cycles a row saved on AVX-512.
 template <int MR, int P, int L, class I>
 LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
+  if constexpr (P == 1 && HasStoreRow<I>::value) {
+    if (a.out_dtype != DType::f16) {
+      for (int m = 0; m < MR; ++m) I::store_row(a, y[m][0], m);
+      return;
+    }
+  }
   alignas(64) float yb[MR][kTileN];
   for (int m = 0; m < MR; ++m)
     for (int p = 0; p < P; ++p) I::store(&yb[m][p * L], y[m][p]);
@@ -210,8 +223,6 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
     prev = t;
   }
   if (groups > 0) finish_group(groups - 1, prev);
-  if constexpr (I::kStoreRow)
-    if (I::store_row(a, y)) return;
   F yy[1][1] = {{y}};
   store_tile<1, 1, kTileN, I>(a, yy);
 }
