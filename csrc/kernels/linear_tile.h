@@ -251,8 +251,132 @@ void linear_tile_gemv_masked(const TileArgs& a) {
   }
 }
 
+// MR 2 and 4, W4, ISAs with a masked-plane dot (AVX-512 VNNI): the M=1 masked kernel's
+// treatment for the activation-row-blocked kernel. A plane byte holds code vectors 2p (low
+// nibble) and 2p+1 (high nibble); each is only masked (one AND, shared by the MR rows) and
+// dotted into its own accumulator per row, weight 1 and 16, so the group sum is
+// acc_lo + (acc_hi >> 4) (exact: acc_hi is a multiple of 16). Against the generic kernel
+// (one accumulator per row, a chain of 8 dots per block, a vpbroadcastd per dot, runtime
+// scale/zero switches) that halves each dependency chain, folds the activation broadcast into
+// the dot ({1to16}), and makes scale dtype / zero kind / one-block groups template
+// parameters; the symmetric zero correction -8*xsum[m][g] (precomputed per tile) is the
+// initial value of the low accumulator, and two groups run per loop iteration.
+template <int MR, class I, DType SDT, ZeroKind ZK, int BPG>
+void linear_tile_w4_mr_impl(const TileArgs& a) {
+  constexpr int BITS = 4;
+  using Acc = typename I::Acc;
+  using F = typename I::F;
+  using V = typename I::V;
+  constexpr int ssz = SDT == DType::f32 ? 4 : 2;
+  constexpr int zsz = ZK == ZeroKind::symmetric ? 0 : (ZK == ZeroKind::u8 ? 1 : 4);
+  constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
+  const int bpg = BPG ? BPG : a.group_size / kBlockK;
+  const int64_t groups = a.k / a.group_size;
+  const int64_t nblocks = a.k / kBlockK;
+  const uint8_t* scales = a.tile + a.scales_offset;
+  const uint8_t* zeros = a.tile + a.zeros_offset;
+  const uint8_t* next = a.tile + (a.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64;
+  constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
+  const int64_t pf_groups = (kPrefetchBlocks + bpg - 1) / bpg;
+
+  alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups * MR : 1];
+  if constexpr (ZK == ZeroKind::symmetric)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int m = 0; m < MR; ++m) zx[g * MR + m] = -(a.xsum[m * a.ldxs + g] * (1 << (BITS - 1)));
+
+  F y[MR][1];
+  for (int m = 0; m < MR; ++m) y[m][0] = I::f_zero();
+  auto finish_group = [&](int64_t g, Acc (&t)[MR]) LOWBIT_LAMBDA {
+    const F s = I::load_scales(scales + g * kTileN * ssz, SDT);
+    const uint8_t* zp = zeros + g * kTileN * zsz;
+    unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+      constexpr int m = decltype(mm)::value;
+      const int32_t sumx = ZK == ZeroKind::symmetric ? 0 : a.xsum[m * a.ldxs + g];
+      y[m][0] = I::group_update(y[m][0], t[m], s, zp, ZK, 0, sumx);
+    });
+  };
+  auto group_sum = [&](int64_t g, Acc (&t)[MR]) LOWBIT_LAMBDA {
+    Acc lo[MR], hi[MR];
+    unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+      constexpr int m = decltype(mm)::value;
+      lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(zx + g * MR + m) : I::acc_zero();
+      hi[m] = I::acc_zero();
+    });
+    {
+      const int64_t gp = g + pf_groups;
+      __builtin_prefetch(gp < groups ? scales + gp * kTileN * ssz : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
+    }
+    for (int b = 0; b < bpg; ++b) {
+      const int64_t blk_index = g * bpg + b;
+      const uint8_t* blk = a.tile + blk_index * kBlockBytes;
+      const int8_t* xk = a.xq + blk_index * kBlockK;
+      const int64_t bp = blk_index + kPrefetchBlocks;
+      const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
+      for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
+      unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
+        constexpr int p = decltype(pv)::value;
+        const V v = I::load(blk + p * kVecBytes);
+        const V c0 = I::template mask<0, 4>(v), c1 = I::template mask<4, 4>(v);
+        unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+          constexpr int m = decltype(mm)::value;
+          lo[m] = I::dot_mem(lo[m], c0, xk + m * a.ldx + (2 * p) * kQuad);
+          hi[m] = I::dot_mem(hi[m], c1, xk + m * a.ldx + (2 * p + 1) * kQuad);
+        });
+      });
+    }
+    unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+      constexpr int m = decltype(mm)::value;
+      t[m] = I::acc_add(lo[m], I::template srai<4>(hi[m]));
+    });
+  };
+  Acc prev[MR];
+#pragma GCC unroll 2
+  for (int64_t g = 0; g < groups; ++g) {
+    Acc t[MR];
+    group_sum(g, t);
+    if (g > 0) finish_group(g - 1, prev);
+    for (int m = 0; m < MR; ++m) prev[m] = t[m];
+  }
+  if (groups > 0) finish_group(groups - 1, prev);
+  store_tile<MR, 1, kTileN, I>(a, y);
+}
+
+template <int MR, class I, DType SDT, ZeroKind ZK>
+LOWBIT_INLINE void w4_mr_bpg(const TileArgs& a) {
+  if (a.group_size == kBlockK) linear_tile_w4_mr_impl<MR, I, SDT, ZK, 1>(a);
+  else linear_tile_w4_mr_impl<MR, I, SDT, ZK, 0>(a);
+}
+
+template <int MR, class I, DType SDT>
+LOWBIT_INLINE void w4_mr_zk(const TileArgs& a) {
+  switch (a.zero_kind) {
+    case ZeroKind::symmetric: w4_mr_bpg<MR, I, SDT, ZeroKind::symmetric>(a); break;
+    case ZeroKind::u8: w4_mr_bpg<MR, I, SDT, ZeroKind::u8>(a); break;
+    default: w4_mr_bpg<MR, I, SDT, ZeroKind::f32>(a); break;
+  }
+}
+
+template <int MR, class I>
+void linear_tile_w4_mr(const TileArgs& a) {
+  switch (a.scale_dtype) {
+    case DType::f32: w4_mr_zk<MR, I, DType::f32>(a); break;
+    case DType::bf16: w4_mr_zk<MR, I, DType::bf16>(a); break;
+    default: w4_mr_zk<MR, I, DType::f16>(a); break;
+  }
+}
+
+// MR 8 stays on the generic kernel: 16 accumulators plus the pipelined sums and outputs
+// exceed 32 zmm (hot per block 82 -> 87 cycles with this kernel)
+#ifndef LOWBIT_W4_MR_MAX
+#define LOWBIT_W4_MR_MAX 4
+#endif
+
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
+  if constexpr (MR >= 2 && MR <= LOWBIT_W4_MR_MAX && BITS == 4 && I::kMaskedPlanes) {
+    linear_tile_w4_mr<MR, I>(a);
+    return;
+  }
   if constexpr (MR == 1 && I::kMaskedPlanes && BITS != 8) {
     if (plane_count(BITS) == 1 || BITS == 3 || a.group_size >= LOWBIT_MASKED_MIN_GS) {
       linear_tile_gemv_masked<BITS, I>(a);
