@@ -227,28 +227,41 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   store_tile<1, 1, kTileN, I>(a, yy);
 }
 
-template <int BITS, class I, DType SDT, ZeroKind ZK>
-LOWBIT_INLINE void gemv_masked_bpg(const TileArgs& a) {
-  if (a.group_size == kBlockK) linear_tile_gemv_masked_impl<BITS, I, SDT, ZK, 1>(a);
-  else linear_tile_gemv_masked_impl<BITS, I, SDT, ZK, 0>(a);
+// Runtime tile parameters (scale dtype, zero kind, one block per group) -> template
+// parameters, so the kernels' loops carry no switches. K::run<SDT, ZK, ONE_BLOCK_GROUPS>.
+template <class K, DType SDT, ZeroKind ZK>
+LOWBIT_INLINE void by_block_groups(const TileArgs& a) {
+  if (a.group_size == kBlockK) K::template run<SDT, ZK, 1>(a);
+  else K::template run<SDT, ZK, 0>(a);
 }
 
-template <int BITS, class I, DType SDT>
-LOWBIT_INLINE void gemv_masked_zk(const TileArgs& a) {
+template <class K, DType SDT>
+LOWBIT_INLINE void by_zero_kind(const TileArgs& a) {
   switch (a.zero_kind) {
-    case ZeroKind::symmetric: gemv_masked_bpg<BITS, I, SDT, ZeroKind::symmetric>(a); break;
-    case ZeroKind::u8: gemv_masked_bpg<BITS, I, SDT, ZeroKind::u8>(a); break;
-    default: gemv_masked_bpg<BITS, I, SDT, ZeroKind::f32>(a); break;
+    case ZeroKind::symmetric: by_block_groups<K, SDT, ZeroKind::symmetric>(a); break;
+    case ZeroKind::u8: by_block_groups<K, SDT, ZeroKind::u8>(a); break;
+    default: by_block_groups<K, SDT, ZeroKind::f32>(a); break;
+  }
+}
+
+template <class K>
+LOWBIT_INLINE void by_tile_params(const TileArgs& a) {
+  switch (a.scale_dtype) {
+    case DType::f32: by_zero_kind<K, DType::f32>(a); break;
+    case DType::bf16: by_zero_kind<K, DType::bf16>(a); break;
+    default: by_zero_kind<K, DType::f16>(a); break;
   }
 }
 
 template <int BITS, class I>
+struct GemvMasked {
+  template <DType SDT, ZeroKind ZK, int BPG>
+  static void run(const TileArgs& a) { linear_tile_gemv_masked_impl<BITS, I, SDT, ZK, BPG>(a); }
+};
+
+template <int BITS, class I>
 void linear_tile_gemv_masked(const TileArgs& a) {
-  switch (a.scale_dtype) {
-    case DType::f32: gemv_masked_zk<BITS, I, DType::f32>(a); break;
-    case DType::bf16: gemv_masked_zk<BITS, I, DType::bf16>(a); break;
-    default: gemv_masked_zk<BITS, I, DType::f16>(a); break;
-  }
+  by_tile_params<GemvMasked<BITS, I>>(a);
 }
 
 // MR 2 and 4, W4, ISAs with a masked-plane dot (AVX-512 VNNI): the M=1 masked kernel's
@@ -341,28 +354,15 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   store_tile<MR, 1, kTileN, I>(a, y);
 }
 
-template <int MR, class I, DType SDT, ZeroKind ZK>
-LOWBIT_INLINE void w4_mr_bpg(const TileArgs& a) {
-  if (a.group_size == kBlockK) linear_tile_w4_mr_impl<MR, I, SDT, ZK, 1>(a);
-  else linear_tile_w4_mr_impl<MR, I, SDT, ZK, 0>(a);
-}
-
-template <int MR, class I, DType SDT>
-LOWBIT_INLINE void w4_mr_zk(const TileArgs& a) {
-  switch (a.zero_kind) {
-    case ZeroKind::symmetric: w4_mr_bpg<MR, I, SDT, ZeroKind::symmetric>(a); break;
-    case ZeroKind::u8: w4_mr_bpg<MR, I, SDT, ZeroKind::u8>(a); break;
-    default: w4_mr_bpg<MR, I, SDT, ZeroKind::f32>(a); break;
-  }
-}
+template <int MR, class I>
+struct W4Mr {
+  template <DType SDT, ZeroKind ZK, int BPG>
+  static void run(const TileArgs& a) { linear_tile_w4_mr_impl<MR, I, SDT, ZK, BPG>(a); }
+};
 
 template <int MR, class I>
 void linear_tile_w4_mr(const TileArgs& a) {
-  switch (a.scale_dtype) {
-    case DType::f32: w4_mr_zk<MR, I, DType::f32>(a); break;
-    case DType::bf16: w4_mr_zk<MR, I, DType::bf16>(a); break;
-    default: w4_mr_zk<MR, I, DType::f16>(a); break;
-  }
+  by_tile_params<W4Mr<MR, I>>(a);
 }
 
 // MR 8 stays on the generic kernel: 16 accumulators plus the pipelined sums and outputs
