@@ -150,19 +150,9 @@ def _gemv_dp4a_kernel(
     offs_i = tl.arange(0, R4)
     row_lo = pid_k * RPP
     zero = tl.zeros([BNW], dtype=tl.float32)
-    o0 = zero
-    o1 = zero
-    o2 = zero
-    o3 = zero
-    izero = tl.zeros([BNW], dtype=tl.int32)
-    h0 = izero
-    h1 = izero
-    h2 = izero
-    h3 = izero
-    l0 = izero
-    l1 = izero
-    l2 = izero
-    l3 = izero
+    o0, o1, o2, o3 = zero, zero, zero, zero
+    izero = tl.zeros([BNW], dtype=tl.int32)  # this chunk's integer sums, per byte column: h and l parts
+    h0, h1, h2, h3, l0, l1, l2, l3 = izero, izero, izero, izero, izero, izero, izero, izero
     ipc = RC // R  # steps per x chunk
     # byte rows 4i + j of the step: four tiles, so that each thread holds the 4 rows it transposes
     p0 = q_ptr + (4 * offs_i[:, None]) * NW + offs_w[None, :]
@@ -201,14 +191,7 @@ def _gemv_dp4a_kernel(
             o1 += _chunk_term(h1, l1, sx, smx, s_ptr, z_ptr, g, N, offs_w, w_mask, 1, HAS_Z)
             o2 += _chunk_term(h2, l2, sx, smx, s_ptr, z_ptr, g, N, offs_w, w_mask, 2, HAS_Z)
             o3 += _chunk_term(h3, l3, sx, smx, s_ptr, z_ptr, g, N, offs_w, w_mask, 3, HAS_Z)
-            h0 = izero
-            h1 = izero
-            h2 = izero
-            h3 = izero
-            l0 = izero
-            l1 = izero
-            l2 = izero
-            l3 = izero
+            h0, h1, h2, h3, l0, l1, l2, l3 = izero, izero, izero, izero, izero, izero, izero, izero
     finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
 
 

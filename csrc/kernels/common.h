@@ -52,8 +52,8 @@ static_assert(sizeof(PackedHeader) <= kHeaderBytes, "header must fit its slot");
 
 namespace {
 
-LOWBIT_INLINE int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
-LOWBIT_INLINE int zero_size(ZeroKind z) { return z == ZeroKind::symmetric ? 0 : (z == ZeroKind::u8 ? 1 : 4); }
+constexpr LOWBIT_INLINE int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+constexpr LOWBIT_INLINE int zero_size(ZeroKind z) { return z == ZeroKind::symmetric ? 0 : (z == ZeroKind::u8 ? 1 : 4); }
 
 LOWBIT_INLINE int64_t tile_codes_bytes(int64_t k, int bits) { return k / kBlockK * kVecBytes * bits; }
 

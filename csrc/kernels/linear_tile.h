@@ -116,23 +116,46 @@ constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 #define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
 #endif
 
+// A tile's groups and blocks as the masked kernels walk them: where each group's scales,
+// zeros and codes live, and what to prefetch (past the end: the next tile's first ones).
+template <int BITS, DType SDT, ZeroKind ZK, int BPG>
+struct TileWalk {
+  static constexpr int ssz = dtype_size(SDT);
+  static constexpr int zsz = zero_size(ZK);
+  static constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
+  static constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
+  const TileArgs& a;
+  const int bpg;  // blocks per group
+  const int64_t groups, nblocks, pf_groups;
+  const uint8_t *scales, *zeros, *next;
+  explicit LOWBIT_INLINE TileWalk(const TileArgs& t)
+      : a(t), bpg(BPG ? BPG : t.group_size / kBlockK), groups(t.k / t.group_size), nblocks(t.k / kBlockK),
+        pf_groups((kPrefetchBlocks + bpg - 1) / bpg), scales(t.tile + t.scales_offset), zeros(t.tile + t.zeros_offset),
+        next(t.tile + (t.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64) {}
+  LOWBIT_INLINE const uint8_t* group_scales(int64_t g) const { return scales + g * kTileN * ssz; }
+  LOWBIT_INLINE const uint8_t* group_zeros(int64_t g) const { return zeros + g * kTileN * zsz; }
+  LOWBIT_INLINE void prefetch_scales(int64_t g) const {  // those of the group pf_groups ahead
+    const int64_t gp = g + pf_groups;
+    __builtin_prefetch(gp < groups ? group_scales(gp) : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
+  }
+  // block ``i``'s codes; prefetches the block kPrefetchBlocks ahead
+  LOWBIT_INLINE const uint8_t* block(int64_t i) const {
+    const int64_t bp = i + kPrefetchBlocks;
+    const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
+    for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
+    return a.tile + i * kBlockBytes;
+  }
+};
+
 template <int BITS, class I, DType SDT, ZeroKind ZK, int BPG>
 void linear_tile_gemv_masked_impl(const TileArgs& a) {
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
   constexpr int NP = plane_count(BITS);
-  constexpr int ssz = SDT == DType::f32 ? 4 : 2;
-  constexpr int zsz = ZK == ZeroKind::symmetric ? 0 : (ZK == ZeroKind::u8 ? 1 : 4);
-  constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
-  const int bpg = BPG ? BPG : a.group_size / kBlockK;
-  const int64_t groups = a.k / a.group_size;
-  const int64_t nblocks = a.k / kBlockK;
-  const uint8_t* scales = a.tile + a.scales_offset;
-  const uint8_t* zeros = a.tile + a.zeros_offset;
-  const uint8_t* next = a.tile + (a.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64;
-  constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
-  const int64_t pf_groups = (kPrefetchBlocks + bpg - 1) / bpg;
+  const TileWalk<BITS, SDT, ZK, BPG> tw(a);
+  const int bpg = tw.bpg;
+  const int64_t groups = tw.groups;
 
   alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups : 1];
   if constexpr (ZK == ZeroKind::symmetric)
@@ -141,7 +164,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   F y = I::f_zero();
   auto finish_group = [&](int64_t g, Acc t) LOWBIT_LAMBDA {
     const int32_t sumx = ZK == ZeroKind::symmetric ? 0 : a.xsum[g];
-    y = I::group_update(y, t, I::load_scales(scales + g * kTileN * ssz, SDT), zeros + g * kTileN * zsz, ZK, 0, sumx);
+    y = I::group_update(y, t, I::load_scales(tw.group_scales(g), SDT), tw.group_zeros(g), ZK, 0, sumx);
   };
   auto group_sum = [&](int64_t g) LOWBIT_LAMBDA {
     Acc acc[NP][2];
@@ -150,18 +173,11 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(zx + g) : I::acc_zero();
       acc[i][1] = I::acc_zero();
     });
-    // scales of a later group (past the end: the next tile's first ones)
-    {
-      const int64_t gp = g + pf_groups;
-      __builtin_prefetch(gp < groups ? scales + gp * kTileN * ssz : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
-    }
+    tw.prefetch_scales(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
-      const uint8_t* blk = a.tile + blk_index * kBlockBytes;
+      const uint8_t* blk = tw.block(blk_index);
       const int8_t* xk = a.xq + blk_index * kBlockK;
-      const int64_t bp = blk_index + kPrefetchBlocks;
-      const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
-      for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
       if constexpr (BITS == 3) {
         // 3 = 2+1 merged in place, no second dot: code vector c = 4p + 2s + j (j = 0, 1) is
         // the 2-bit field at bit 2j of (plane-2 vector p) >> 4s, and its 1-bit plane bit
@@ -280,17 +296,9 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
-  constexpr int ssz = SDT == DType::f32 ? 4 : 2;
-  constexpr int zsz = ZK == ZeroKind::symmetric ? 0 : (ZK == ZeroKind::u8 ? 1 : 4);
-  constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
-  const int bpg = BPG ? BPG : a.group_size / kBlockK;
-  const int64_t groups = a.k / a.group_size;
-  const int64_t nblocks = a.k / kBlockK;
-  const uint8_t* scales = a.tile + a.scales_offset;
-  const uint8_t* zeros = a.tile + a.zeros_offset;
-  const uint8_t* next = a.tile + (a.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64;
-  constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
-  const int64_t pf_groups = (kPrefetchBlocks + bpg - 1) / bpg;
+  const TileWalk<BITS, SDT, ZK, BPG> tw(a);
+  const int bpg = tw.bpg;
+  const int64_t groups = tw.groups;
 
   alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups * MR : 1];
   if constexpr (ZK == ZeroKind::symmetric)
@@ -300,8 +308,8 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   F y[MR][1];
   for (int m = 0; m < MR; ++m) y[m][0] = I::f_zero();
   auto finish_group = [&](int64_t g, Acc (&t)[MR]) LOWBIT_LAMBDA {
-    const F s = I::load_scales(scales + g * kTileN * ssz, SDT);
-    const uint8_t* zp = zeros + g * kTileN * zsz;
+    const F s = I::load_scales(tw.group_scales(g), SDT);
+    const uint8_t* zp = tw.group_zeros(g);
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
       const int32_t sumx = ZK == ZeroKind::symmetric ? 0 : a.xsum[m * a.ldxs + g];
@@ -315,17 +323,11 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
       lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(zx + g * MR + m) : I::acc_zero();
       hi[m] = I::acc_zero();
     });
-    {
-      const int64_t gp = g + pf_groups;
-      __builtin_prefetch(gp < groups ? scales + gp * kTileN * ssz : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
-    }
+    tw.prefetch_scales(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
-      const uint8_t* blk = a.tile + blk_index * kBlockBytes;
+      const uint8_t* blk = tw.block(blk_index);
       const int8_t* xk = a.xq + blk_index * kBlockK;
-      const int64_t bp = blk_index + kPrefetchBlocks;
-      const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
-      for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
       unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
         constexpr int p = decltype(pv)::value;
         const V v = I::load(blk + p * kVecBytes);
