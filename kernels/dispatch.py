@@ -17,6 +17,7 @@ import torch
 
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
+from .gemm_pairs import pairs_supported
 from .gemv_dp4a import dp4a_supported
 from .gemv_words import MAX_M as WORDS_MAX_M, words_supported
 
@@ -26,7 +27,7 @@ __all__ = ["serves", "Thresholds", "thresholds", "set_thresholds", "set_config",
 # measured faster per call but not end to end: only chosen where asked (thresholds, winners,
 # ``lowbit autotune --families``)
 OPT_IN = ("gemv_dp4a",)
-FAMILIES = ("gemv_dp4a", "gemv_words", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+FAMILIES = ("gemv_dp4a", "gemv_words", "gemm_pairs", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,17 @@ class Thresholds:
     vs 27.1 us) but lost end to end (Llama-3.1-8B decode at batch 1: 215 vs 233-245 tok/s in
     one process), so it is opt-in;
     M <= words_max_m and a single-plane width with N % 4 == 0: the word GEMV (CUDA cores,
-    each decoded code reused by every row; measured faster than split-K up to M = 2);
+    each decoded code reused by every row);
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
+    M <= pairs_max_m and a single-plane width (even N, a K tile inside one group): the
+    column-pair tensor-core GEMM (H100: 2.1-2.4x fp16 cuBLAS at M = 4-16 where split-K gave
+    1.05-1.39x, and faster than the plain GEMM at M = 64);
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
-    words_max_m: int = 2
+    words_max_m: int = 1
+    pairs_max_m: int = 64
     dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
@@ -164,6 +169,14 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         while blocks * split < 4 * sms and split < 128 and rows // (2 * split) >= 32:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)
+    if family == "gemm_pairs":
+        # H100 sweep (benchmarks/gpu_pairs_probe.py, 36-48 configs x 3 shapes x M 1-64): 256
+        # columns, 4 warps, 3 stages, 16-row tiles up to M = 16 and 32 above, K split for ~3
+        # programs per SM: the best or within 10% of it everywhere
+        bm = 16 if m <= 16 else 32
+        tiles = -(-m // bm) * -(-w.n // 256)
+        return dict(block_m=bm, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
+                    stages=3)
     if family == "gemv_dp4a":
         # H200 sweep (benchmarks/gpu_words_probe.py --dp4a, 24 configs x 5 shapes): 256
         # columns, 16 byte rows a step, 3 stages, ~128 byte rows per program: the best at
@@ -215,6 +228,8 @@ def serves(family: str, m: int) -> bool:
     GEMVs only M = 1, the GEMMs M > 1."""
     if family == "gemv_words":
         return m <= WORDS_MAX_M
+    if family == "gemm_pairs":
+        return True  # a GEMM that also serves M = 1 (one 16-row tile)
     return family.startswith("gemv") == (m == 1)
 
 
@@ -239,6 +254,8 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
         if w.bits < 8 and revsplitk_block_k(32, w.group_size, w.planes.E) is not None:
             return "gemv_revsplitk"
         return "gemv_splitk"
+    if m <= t.pairs_max_m and pairs_supported(w):
+        return "gemm_pairs"
     if m <= t.splitk_max_m:
         if m > 32:
             # 64x64 tiles: where they alone give >= 1 program per SM, the GEMM family's grouped
@@ -266,7 +283,7 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
     quantization for the *_int8 families) -> [M, N] x.dtype."""
     from lowbit.quant import quantize_per_token_int8
 
-    from . import dequant, gemm, gemm_splitk, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
+    from . import dequant, gemm, gemm_pairs, gemm_splitk, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
 
     if family in ("gemv_int8", "gemm_int8"):
         xq, sx = quantize_per_token_int8(x)
@@ -279,6 +296,7 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
         "gemv_splitk": gemv.gemv,
         "gemv_pipelined": gemv.gemv_pipelined,
         "gemv_revsplitk": gemv_revsplitk.gemv_revsplitk,
+        "gemm_pairs": gemm_pairs.gemm_pairs,
         "gemm_splitk": gemm_splitk.gemm_splitk,
         "gemm": gemm.gemm,
         "dequant_cublas": dequant.dequant_linear,

@@ -37,6 +37,7 @@ def weight(n, k, bits, gs, dtype, sym=False):
 
 
 _FAMILIES = [("gemv_dp4a", 1), ("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
+             ("gemm_pairs", 1), ("gemm_pairs", 5), ("gemm_pairs", 16), ("gemm_pairs", 33), ("gemm_pairs", 64),
              ("gemm", 200), ("dequant_cublas", 300)]
 
 
@@ -44,8 +45,8 @@ _FAMILIES = [("gemv_dp4a", 1), ("gemv_words", 1), ("gemv_words", 2), ("gemv_revs
 # single-plane widths only: not cases here
 @pytest.mark.parametrize("family,m,bits", [(f, m, b) for f, m in _FAMILIES for b in (1, 2, 3, 4, 8)
                                            if not (f == "gemv_revsplitk" and b == 8)
-                                           and (f in ("gemv_words", "gemv_dp4a") or b in (3, 4, 8))
-                                           and not (f == "gemv_words" and b == 3)
+                                           and (f in ("gemv_words", "gemv_dp4a", "gemm_pairs") or b in (3, 4, 8))
+                                           and not (f in ("gemv_words", "gemm_pairs") and b == 3)
                                            and (f != "gemv_dp4a" or b == 4)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_float_families_realistic(family, m, bits, dtype):

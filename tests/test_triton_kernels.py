@@ -223,11 +223,15 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw8) == "gemv_words"
     assert dispatch.choose(1, make(16, 256, 3, 128)[3]) == "gemv_revsplitk"  # two planes
     assert dispatch.choose(1, make(18, 256, 8, 128)[3]) == "gemv_splitk"  # N % 4 != 0
-    assert dispatch.choose(2, dw4) == "gemv_words"  # a second row still reuses each decoded code
-    assert dispatch.choose(4, dw4) == "gemm_splitk"
-    assert dispatch.choose(16, dw4) == "gemm_splitk"
-    assert dispatch.choose(64, dw4) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
-    _, _, _, wide = make(64 * 132, 64, 4, 32)
+    # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 64
+    for m in (2, 4, 16, 64):
+        assert dispatch.choose(m, dw4) == "gemm_pairs"
+    assert dispatch.choose(65, dw4) == "gemm_splitk"
+    _, _, _, dw3 = make(16, 256, 3, 128)  # two planes: the split-K GEMM
+    assert dispatch.choose(4, dw3) == "gemm_splitk"
+    assert dispatch.choose(64, dw3) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
+    assert dispatch.choose(16, make(16, 256, 1, 64)[3]) == "gemm_splitk"  # 1-bit g64: 8-row slices
+    _, _, _, wide = make(64 * 132, 64, 3, 32)
     assert dispatch.choose(64, wide) == "gemm"  # enough 64x64 tiles for a program per SM
     assert dispatch.choose(128, dw4) == "dequant_cublas"
     assert dispatch.choose(4096, dw4) == "dequant_cublas"
@@ -240,7 +244,8 @@ def test_dispatch_table():
     assert dispatch.choose(3, dw4, act="int8") == "gemm_int8"
     old = dispatch.thresholds()
     try:
-        dispatch.set_thresholds(splitk_max_m=8)
+        dispatch.set_thresholds(splitk_max_m=8, pairs_max_m=8)
+        assert dispatch.choose(8, dw4) == "gemm_pairs"
         assert dispatch.choose(16, dw4) == "gemm"
         dispatch.set_config("gemm", {"block_m": 32}, m=16)
         assert dispatch.config("gemm", 16, dw4, torch.device("cpu"))["block_m"] == 32
@@ -263,11 +268,11 @@ def test_dispatch_winners_and_width_thresholds():
         dispatch.set_winner("default", key, "gemm")
         assert dispatch.choose(16, dw, x_dtype=ACT) == "gemm"
         assert dispatch.choose(15, dw, x_dtype=ACT) == "gemm"  # same M bucket
-        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_splitk"
-        dispatch.set_thresholds(width=wkey, splitk_max_m=4)
+        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_pairs"
+        dispatch.set_thresholds(width=wkey, splitk_max_m=4, pairs_max_m=0)
         assert dispatch.choose(8, dw, x_dtype=ACT) == "gemm"
-        _, _, _, dw3 = make(16, 256, 3, 128)
-        assert dispatch.choose(8, dw3, x_dtype=ACT) == "gemm_splitk"  # other widths keep the default
+        _, _, _, dw2 = make(16, 256, 2, 128)
+        assert dispatch.choose(8, dw2, x_dtype=ACT) == "gemm_pairs"  # other widths keep the default
     finally:
         dispatch._winners.clear()
         dispatch._thresholds.pop(("default", wkey), None)
@@ -376,7 +381,7 @@ def test_gemv_dp4a_rejects_and_dispatch():
     try:
         dispatch.set_thresholds(dp4a_min_nk=0)
         assert dispatch.choose(1, dw) == "gemv_dp4a"
-        assert dispatch.choose(2, dw) == "gemv_words"
+        assert dispatch.choose(2, dw) == "gemm_pairs"  # M = 1 only
         assert dispatch.choose(1, make(8, 128, 2, 64)[3]) == "gemv_words"  # 4-bit only
     finally:
         dispatch.set_thresholds(dp4a_min_nk=saved.dp4a_min_nk)
@@ -451,3 +456,43 @@ def test_lowbit_tensor_through_triton_backend():
         assert_close(out, ref)
     finally:
         unregister_backend(be.name)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("gs,sym,split_k,block_m,block_n,m,hqq", [
+    (128, False, 1, 16, 32, 1, False), (None, True, 3, 16, 64, 5, False), (64, False, 2, 32, 32, 17, True),
+    (256, True, 4, 16, 32, 3, False)])
+def test_gemm_pairs(bits, gs, sym, split_k, block_m, block_n, m, hqq):
+    """Column-pair tensor-core GEMM: every single-plane width, sym/asym (integer and HQQ float
+    zeros), groups and per-channel, K splits through the self-cleaning workspace (three calls:
+    each must leave it zeroed), bias, odd M, N not a multiple of the block."""
+    from lowbit.kernels.gemm_pairs import gemm_pairs, pairs_supported
+
+    n, k = 54, 512
+    gs_eff = gs or k
+    if gs_eff < 16 * (8 // bits):
+        pytest.skip("tile shorter than one dot")
+    codes, s, z, dw = make(n, k, bits, gs, sym=sym and bits > 1, integer_zeros=not hqq)  # 1-bit: no symmetric grid
+    assert pairs_supported(dw)
+    for _ in range(3):
+        x = torch.randn(m, k, device=DEV, dtype=ACT)
+        bias = torch.randn(n, device=DEV, dtype=ACT)
+        out = poisoned(lambda: gemm_pairs(x, dw, bias, block_m=block_m, block_n=block_n, block_k=128,
+                                          split_k=split_k))
+        assert_close(out, reference_linear(x, codes, s, z, bits, bias))
+
+
+def test_gemm_pairs_rejects():
+    from lowbit.kernels.gemm_pairs import gemm_pairs, pairs_supported
+
+    _, _, _, dw = make(54, 256, 3, 64)
+    assert not pairs_supported(dw)
+    with pytest.raises(ValueError, match="1/2/4/8-bit"):
+        gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw)
+    _, _, _, dw = make(54, 256, 1, 64)  # 1-bit slices of 8 rows: shorter than one dot
+    assert not pairs_supported(dw)
+    _, _, _, dw = make(54, 256, 4, 64)
+    with pytest.raises(ValueError, match=r"x \[M, 256\]"):
+        gemm_pairs(torch.randn(2, 128, device=DEV, dtype=ACT), dw)
+    with pytest.raises(ValueError, match="block_n"):
+        gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_n=48)

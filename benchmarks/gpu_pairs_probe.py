@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Column-pair tensor-core GEMM (kernels/gemm_pairs.py) on a GPU: correctness at realistic
+shapes (every single-plane width, groups, per-channel, HQQ zeros, fp16/bf16, K splits through
+the self-cleaning workspace), then launch-config sweeps per shape and M against fp16 cuBLAS,
+tinygemm and the family the dispatcher picks. Method as benchmarks/bench_gpu.py: one CUDA
+graph over weight copies > 4x L2, median of replays / copies.
+
+Usage: PYTHONPATH=. python3 benchmarks/gpu_pairs_probe.py [--shapes 14336x4096,4096x4096] [--ms 1,4,16,64]
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, "benchmarks")
+import bench_gpu as bg  # noqa: E402
+from bench_gpu import copies_for, graph_us, log, make_weight, rel  # noqa: E402
+
+from lowbit.backends.triton import ensure_kernels  # noqa: E402
+
+ensure_kernels()
+from lowbit.kernels import dispatch  # noqa: E402
+from lowbit.kernels.dequant import reference_linear  # noqa: E402
+from lowbit.kernels.gemm_pairs import gemm_pairs  # noqa: E402
+from lowbit.kernels.gemv_words import words_supported  # noqa: E402
+
+
+def check():
+    bad = 0
+    cases = [(4, 128, False, "minmax"), (4, 32, True, "minmax"), (4, None, False, "minmax"), (4, 64, False, "hqq"),
+             (2, 128, False, "minmax"), (1, 128, False, "minmax"), (8, 128, True, "minmax")]
+    for bits, gs, sym, method in cases:
+        for dtype in (torch.float16, torch.bfloat16):
+            n, k = 4096, 4096
+            from lowbit import packing, quant
+            from lowbit.kernels.layout import device_weight, make_layout
+
+            w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
+            codes, s, z = quant.quantize_weight(w, bits, gs, symmetric=sym, method=method)
+            dw = device_weight(make_layout(packing.pack(codes, bits), s, z, bits), n, k, bits, gs or k, s.dtype,
+                               z is not None)
+            for m in (1, 3, 16, 33, 64):
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                b = torch.randn(n, device="cuda", dtype=dtype)
+                ref = reference_linear(x.float(), codes, s.float(), None if z is None else z.float(), bits) + b.float()
+                torch_err = rel((x @ w.T.to(dtype)).float(), x.float() @ w.T.float())  # torch's own rounding
+                bm = 16 if m <= 16 else (32 if m <= 32 else 64)
+                for cfg in (dict(block_m=bm), dict(block_m=bm, split_k=4), dict(block_m=bm, block_n=256, split_k=16,
+                                                                                   stages=4)):
+                    for _ in range(3):  # replays: the self-cleaning workspace must stay clean
+                        out = gemm_pairs(x, dw, b, **cfg)
+                    e = rel(out, ref)
+                    ok = e <= (1e-3 if dtype == torch.float16 else max(4e-3, 2 * torch_err))
+                    bad += not ok
+                    log(f"  check W{bits} g{gs} sym={sym} {method} {str(dtype)[6:]} M={m} {cfg}: rel {e:.2e} "
+                        f"(torch {torch_err:.1e}) {'ok' if ok else 'FAIL'}")
+    log(f"check: {bad} failures")
+    return bad
+
+
+def weights(n, k, bits=4, gs=128):
+    probe = make_weight(n, k, bits, gs, torch.float16, real=False)[3]
+    nbytes = probe.codes.numel() + 2 * probe.scales.numel() * 2
+    return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
+
+
+def grid_for(m, n, sms=132):
+    bms = [16] if m <= 16 else [32]
+    out = []
+    for bm in bms:
+        for bn in (128, 256):
+            for nw in (4,):  # 8 warps gave wrong results (kernels/gemm_pairs.py)
+                tiles = -(-m // bm) * -(-n // bn)
+                base = max(1, (3 * sms) // tiles)
+                for sp in sorted({max(1, base // 2), base, 2 * base}):
+                    for st in (3, 4):
+                        out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=st))
+    return out
+
+
+def sweep(n, k, m, dws):
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    res = []
+    for cfg in grid_for(m, n):
+        try:
+            res.append((graph_us([lambda d=d: gemm_pairs(x, d, None, **cfg) for d in dws], reps=20), cfg))
+        except Exception as e:
+            log(f"  {cfg}: {type(e).__name__}: {str(e)[:120]}")
+    res.sort(key=lambda r: r[0])
+    for us, cfg in res[:5]:
+        log(f"  {n}x{k} M={m} pairs {us:7.2f} us {cfg}")
+    fam = dispatch.choose(m, dws[0], "none", x.device)
+    if fam == "gemm_pairs":  # compare with what served this M before
+        fam = "gemv_words" if m <= 2 and words_supported(dws[0]) else ("gemm" if m > 32 else "gemm_splitk")
+    c = dict(dispatch.config(fam, m, dws[0], x.device))
+    other = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **c) for d in dws])
+    cub = bg.time_cublas(n, k, m)
+    tg = bg.time_tinygemm(n, k, m) if m <= 64 else float("nan")
+    fl, _ = bg.floor_us(n, k, m, 4, 128)
+    best = res[0][0] if res else float("nan")
+    log(f"{n}x{k} M={m}: cuBLAS {cub:.1f}  tinygemm {tg:.1f} ({cub / tg:.2f}x)  {fam} {other:.1f} ({cub / other:.2f}x)  "
+        f"pairs {best:.1f} ({cub / best:.2f}x, {fl / best:.0%} of copy BW; floor {fl:.1f})")
+    return dict(n=n, k=k, m=m, cublas=cub, tinygemm=tg, other_family=fam, other=other, pairs=best, floor=fl,
+                top=[(u, c_) for u, c_ in res[:8]])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="14336x4096,4096x14336,4096x4096")
+    ap.add_argument("--ms", default="1,2,4,8,16,32,64")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--no-check", action="store_true")
+    a = ap.parse_args()
+    bg.section_env()
+    res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
+    for s in a.shapes.split(","):
+        n, k = map(int, s.split("x"))
+        dws = weights(n, k)
+        for m in map(int, a.ms.split(",")):
+            res["sweep"].append(sweep(n, k, m, dws))
+            with open(os.path.join(a.out, "pairs_probe.json"), "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        del dws
+
+
+if __name__ == "__main__":
+    main()
