@@ -17,7 +17,7 @@ import torch
 
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
-from .gemm_pairs import pairs_supported
+from .gemm_pairs import MAX_M as PAIRS_MAX_M, pairs_supported
 from .gemv_dp4a import dp4a_supported
 from .gemv_words import MAX_M as WORDS_MAX_M, words_supported
 
@@ -42,14 +42,14 @@ class Thresholds:
     each decoded code reused by every row);
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
     M <= pairs_max_m and a single-plane width (even N, a K tile inside one group): the
-    column-pair tensor-core GEMM (H100: 2.1-2.4x fp16 cuBLAS at M = 4-16 where split-K gave
-    1.05-1.39x, and faster than the plain GEMM at M = 64);
+    column-pair tensor-core GEMM (H100: 2.0-2.4x fp16 cuBLAS at M = 2-16 on the large
+    Llama shapes, where split-K gave 1.05-1.39x; it serves at most 16 rows, see gemm_pairs);
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
     words_max_m: int = 1
-    pairs_max_m: int = 64
+    pairs_max_m: int = 16
     dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
@@ -170,12 +170,11 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)
     if family == "gemm_pairs":
-        # H100 sweep (benchmarks/gpu_pairs_probe.py, 36-48 configs x 3 shapes x M 1-64): 256
-        # columns, 4 warps, 3 stages, 16-row tiles up to M = 16 and 32 above, K split for ~3
-        # programs per SM: the best or within 10% of it everywhere
-        bm = 16 if m <= 16 else 32
-        tiles = -(-m // bm) * -(-w.n // 256)
-        return dict(block_m=bm, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
+        # H100 sweep (benchmarks/gpu_pairs_probe.py, 12 configs x 3 shapes x M 1-16): 256
+        # columns, 4 warps, 3 stages, K split for ~3 programs per SM: the best or within 10% of
+        # it everywhere; 16-row tiles only (the launcher refuses others)
+        tiles = -(-m // 16) * -(-w.n // 256)
+        return dict(block_m=16, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
                     stages=3)
     if family == "gemv_dp4a":
         # H200 sweep (benchmarks/gpu_words_probe.py --dp4a, 24 configs x 5 shapes): 256
@@ -229,7 +228,7 @@ def serves(family: str, m: int) -> bool:
     if family == "gemv_words":
         return m <= WORDS_MAX_M
     if family == "gemm_pairs":
-        return True  # a GEMM that also serves M = 1 (one 16-row tile)
+        return m <= PAIRS_MAX_M  # a GEMM that also serves M = 1 (one 16-row tile)
     return family.startswith("gemv") == (m == 1)
 
 
@@ -254,7 +253,7 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
         if w.bits < 8 and revsplitk_block_k(32, w.group_size, w.planes.E) is not None:
             return "gemv_revsplitk"
         return "gemv_splitk"
-    if m <= t.pairs_max_m and pairs_supported(w):
+    if m <= min(t.pairs_max_m, PAIRS_MAX_M) and pairs_supported(w):
         return "gemm_pairs"
     if m <= t.splitk_max_m:
         if m > 32:

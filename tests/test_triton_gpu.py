@@ -37,7 +37,7 @@ def weight(n, k, bits, gs, dtype, sym=False):
 
 
 _FAMILIES = [("gemv_dp4a", 1), ("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
-             ("gemm_pairs", 1), ("gemm_pairs", 5), ("gemm_pairs", 16), ("gemm_pairs", 33), ("gemm_pairs", 64),
+             ("gemm_pairs", 1), ("gemm_pairs", 5), ("gemm_pairs", 16),
              ("gemm", 200), ("dequant_cublas", 300)]
 
 
