@@ -72,6 +72,13 @@ def make_weight(n, k, bits, gs, dtype, sym=False, real=True):
     return codes, s, z, device_weight(layout, n, k, bits, gs or k, s.dtype, z is not None)
 
 
+def weight_copies(n, k, bits=4, gs=128):
+    """Random fp16-scaled DeviceWeights (random codes) enough to exceed 4x L2 together."""
+    probe = make_weight(n, k, bits, gs, torch.float16, real=False)[3]
+    nbytes = probe.codes.numel() + 2 * probe.scales.numel() * 2
+    return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
+
+
 def graph_us(fns, reps=30):
     """Median µs per call of fns (one per weight copy), all captured in one CUDA graph."""
     from lowbit.bench.cases import time_cuda_graph

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import copies_for, graph_us, log, make_weight, rel  # noqa: E402
+from bench_gpu import graph_us, log, rel, weight_copies as weights  # noqa: E402
 
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
@@ -58,12 +58,6 @@ def check():
                         f"(torch {torch_err:.1e}) {'ok' if ok else 'FAIL'}")
     log(f"check: {bad} failures")
     return bad
-
-
-def weights(n, k, bits=4, gs=128):
-    probe = make_weight(n, k, bits, gs, torch.float16, real=False)[3]
-    nbytes = probe.codes.numel() + 2 * probe.scales.numel() * 2
-    return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
 
 
 def grid_for(m, n, sms=132):

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import copies_for, graph_us, log, make_weight, rel  # noqa: E402
+from bench_gpu import graph_us, log, make_weight, rel, weight_copies as weights  # noqa: E402
 
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
@@ -56,12 +56,6 @@ def check():
                         log(f"  check dp4a W{bits} g{gs} sym={sym} {str(dtype)[6:]} {cfg}: rel {e:.2e} {'ok' if ok else 'FAIL'}")
     log(f"check: {bad} failures")
     return bad
-
-
-def weights(n, k, bits=4, gs=128):
-    probe = make_weight(n, k, bits, gs, torch.float16, real=False)[3]
-    nbytes = probe.codes.numel() + 2 * probe.scales.numel() * 2
-    return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
 
 
 def sweep(n, k, m, grid, dws):
