@@ -79,6 +79,35 @@ def weight_copies(n, k, bits=4, gs=128):
     return [probe] + [make_weight(n, k, bits, gs, torch.float16, real=False)[3] for _ in range(copies_for(nbytes) - 1)]
 
 
+def time_configs(run, dws, grid, reps=20):
+    """[(us, cfg)] in grid order for ``run(d, **cfg)`` over the weight copies ``dws`` (one
+    CUDA graph per config); a config the launcher rejects is logged and left out."""
+    res = []
+    for cfg in grid:
+        try:
+            res.append((graph_us([lambda d=d: run(d, **cfg) for d in dws], reps=reps), cfg))
+        except Exception as e:
+            log(f"  {cfg}: {type(e).__name__}: {str(e)[:120]}")
+    return res
+
+
+def compare_row(n, k, m, x, dws, fam, label, res):
+    """One probe row: the best of a sweep ``res`` (sorted [(us, cfg)]) as ``label`` against
+    family ``fam`` with its dispatch config, fp16 cuBLAS, tinygemm and the W4 g128 floor."""
+    from lowbit.kernels import dispatch
+
+    c = dict(dispatch.config(fam, m, dws[0], x.device))
+    other = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **c) for d in dws])
+    cub = time_cublas(n, k, m)
+    tg = time_tinygemm(n, k, m) if m <= 64 else float("nan")
+    fl, _ = floor_us(n, k, m, 4, 128)
+    best = res[0][0] if res else float("nan")
+    log(f"{n}x{k} M={m}: cuBLAS {cub:.1f}  tinygemm {tg:.1f} ({cub / tg:.2f}x)  {fam} {other:.1f} ({cub / other:.2f}x)  "
+        f"{label} {best:.1f} ({cub / best:.2f}x, {fl / best:.0%} of copy BW; floor {fl:.1f})")
+    return dict(n=n, k=k, m=m, cublas=cub, tinygemm=tg, other_family=fam, other=other, floor=fl, **{label: best},
+                top=[(u, c_) for u, c_ in res[:8]])
+
+
 def graph_us(fns, reps=30):
     """Median µs per call of fns (one per weight copy), all captured in one CUDA graph."""
     from lowbit.bench.cases import time_cuda_graph

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import graph_us, log, rel, weight_copies as weights  # noqa: E402
+from bench_gpu import log, rel, time_configs, weight_copies as weights  # noqa: E402
 
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
@@ -76,28 +76,14 @@ def grid_for(m, n, sms=132):
 
 def sweep(n, k, m, dws):
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    res = []
-    for cfg in grid_for(m, n):
-        try:
-            res.append((graph_us([lambda d=d: gemm_pairs(x, d, None, **cfg) for d in dws], reps=20), cfg))
-        except Exception as e:
-            log(f"  {cfg}: {type(e).__name__}: {str(e)[:120]}")
+    res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n))
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:5]:
         log(f"  {n}x{k} M={m} pairs {us:7.2f} us {cfg}")
     fam = dispatch.choose(m, dws[0], "none", x.device)
     if fam == "gemm_pairs":  # compare with what served this M before
         fam = "gemv_words" if m <= 2 and words_supported(dws[0]) else ("gemm" if m > 32 else "gemm_splitk")
-    c = dict(dispatch.config(fam, m, dws[0], x.device))
-    other = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **c) for d in dws])
-    cub = bg.time_cublas(n, k, m)
-    tg = bg.time_tinygemm(n, k, m) if m <= 64 else float("nan")
-    fl, _ = bg.floor_us(n, k, m, 4, 128)
-    best = res[0][0] if res else float("nan")
-    log(f"{n}x{k} M={m}: cuBLAS {cub:.1f}  tinygemm {tg:.1f} ({cub / tg:.2f}x)  {fam} {other:.1f} ({cub / other:.2f}x)  "
-        f"pairs {best:.1f} ({cub / best:.2f}x, {fl / best:.0%} of copy BW; floor {fl:.1f})")
-    return dict(n=n, k=k, m=m, cublas=cub, tinygemm=tg, other_family=fam, other=other, pairs=best, floor=fl,
-                top=[(u, c_) for u, c_ in res[:8]])
+    return bg.compare_row(n, k, m, x, dws, fam, "pairs", res)
 
 
 def main():

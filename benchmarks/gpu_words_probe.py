@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import graph_us, log, make_weight, rel, weight_copies as weights  # noqa: E402
+from bench_gpu import graph_us, log, make_weight, rel, time_configs, weight_copies as weights  # noqa: E402
 
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
@@ -60,30 +60,14 @@ def check():
 
 def sweep(n, k, m, grid, dws):
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    res = []
-    for cfg in grid:
-        try:
-            us = graph_us([lambda d=d: gemv_words(x, d, None, **cfg) for d in dws], reps=20)
-        except Exception as e:
-            log(f"  {cfg}: {type(e).__name__}: {str(e)[:100]}")
-            continue
-        res.append((us, cfg))
+    res = time_configs(lambda d, **cfg: gemv_words(x, d, None, **cfg), dws, grid)
     if res:
         log(f"  {n}x{k} M={m} first config {res[0][0]:7.2f} us {res[0][1]}")
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:10]:
         log(f"  {n}x{k} M={m} words {us:7.2f} us {cfg}")
     fam = dispatch.choose(m, dws[0], "none", x.device) if m > 1 else "gemv_revsplitk"
-    c = dict(dispatch.config(fam, m, dws[0], x.device))
-    other = graph_us([lambda d=d: dispatch.run_family(fam, x, d, None, **c) for d in dws])
-    cub = bg.time_cublas(n, k, m)
-    tg = bg.time_tinygemm(n, k, m)
-    fl, _ = bg.floor_us(n, k, m, 4, 128)
-    best = res[0][0] if res else float("nan")
-    log(f"{n}x{k} M={m}: cuBLAS {cub:.1f}  tinygemm {tg:.1f} ({cub / tg:.2f}x)  {fam} {other:.1f} ({cub / other:.2f}x)  "
-        f"words {best:.1f} ({cub / best:.2f}x, {fl / best:.0%} of copy BW; floor {fl:.1f})")
-    return dict(n=n, k=k, m=m, cublas=cub, tinygemm=tg, other_family=fam, other=other, words=best, floor=fl,
-                top=[(u, c_) for u, c_ in res[:8]])
+    return bg.compare_row(n, k, m, x, dws, fam, "words", res)
 
 
 def dp4a_sweep(n, k, dws):
@@ -92,16 +76,9 @@ def dp4a_sweep(n, k, dws):
     c0 = dispatch.config("gemv_words", 1, dws[0], x.device)
     words = graph_us([lambda d=d: gemv_words(x, d, None, **c0) for d in dws], reps=20)
     sp0 = max(1, k // 2 // 64)
-    res = []
-    for bn in (256, 512):
-        for r in (16, 32):
-            for st in (3, 4):
-                for sp in (max(sp0 // 2, 1), sp0, 2 * sp0):
-                    cfg = dict(block_n=bn, rows=r, stages=st, split_k=sp)
-                    try:
-                        res.append((graph_us([lambda d=d: gemv_dp4a(x, d, None, **cfg) for d in dws], reps=20), cfg))
-                    except Exception as e:
-                        log(f"  dp4a {cfg}: {type(e).__name__}: {str(e)[:100]}")
+    grid = [dict(block_n=bn, rows=r, stages=st, split_k=sp) for bn in (256, 512) for r in (16, 32) for st in (3, 4)
+            for sp in (max(sp0 // 2, 1), sp0, 2 * sp0)]
+    res = time_configs(lambda d, **cfg: gemv_dp4a(x, d, None, **cfg), dws, grid)
     res.sort(key=lambda t: t[0])
     for us, cfg in res[:6]:
         log(f"  {n}x{k} M=1 dp4a {us:7.2f} us {cfg}")

@@ -32,9 +32,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemv_words import WIDTHS, workspace, _WS_COUNTERS, _WS_FLOATS
+from .gemv_words import WIDTHS, finish_tile, workspace
 from .layout import DeviceWeight
-from .unpack import _slice_of, split_slices
+from .unpack import _slice_of, inline_ptx, split_slices
 
 MIN_DOT_K = 16  # tl.dot needs >= 16 along the reduction dim
 MAX_M = 16  # one 16-row tile: the only shape validated on a GPU (see gemm_pairs)
@@ -159,16 +159,7 @@ def _gemm_pairs_kernel(
     off = offs_m[:, None] * N + offs_n[None, :]
     if SPLIT_K > 1:
         tl.atomic_add(ws_ptr + off, acc, mask=mn_mask, sem="relaxed")
-        tl.debug_barrier()  # every thread's sums are issued before the tile counts itself
-        done = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
-        if done == SPLIT_K - 1:  # the last program of this output tile writes it
-            # .cg: L2 reads ordered after the acquire; the zeros left behind serve the next call
-            acc = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
-            tl.store(ws_ptr + off, tl.zeros([BM, BN], dtype=tl.float32), mask=mn_mask)
-            if HAS_BIAS:
-                acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=mn_mask)
-            tl.atomic_xchg(cnt_ptr + pid, 0)
+        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
     else:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
@@ -191,15 +182,6 @@ def pairs_block_k(block_k: int, w: DeviceWeight) -> Optional[int]:
 def pairs_supported(w: DeviceWeight) -> bool:
     """Single-plane width, whole column pairs, a K tile inside one group."""
     return w.bits in WIDTHS and w.n % 2 == 0 and pairs_block_k(128, w) is not None
-
-
-def _use_asm(x: torch.Tensor, bits: int) -> bool:
-    """The PTX decode: CUDA (not the interpreter), fp16, or bf16 with codes under 128."""
-    import os
-
-    if x.device.type != "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return False
-    return x.dtype == torch.float16 or (x.dtype == torch.bfloat16 and bits < 8)
 
 
 def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_m: int = 16,
@@ -231,15 +213,16 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
     while tiles % split_k:
         split_k -= 1
     grid_mn = triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n)
-    m_pad = triton.cdiv(m, block_m) * block_m
-    if split_k > 1 and (m_pad * w.n > _WS_FLOATS or grid_mn > _WS_COUNTERS):
-        split_k = 1  # the persistent workspace is too small for this problem; no split
     ws, cnt = workspace(x.device)
+    if split_k > 1 and (m * w.n > ws.numel() or grid_mn > cnt.numel()):
+        split_k = 1  # the persistent workspace is too small for this problem; no split
     out = x.new_empty(m, w.n)
     _gemm_pairs_kernel[(grid_mn, split_k)](
         x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         ws, cnt, out, m, w.n, k, w.group_size, tiles // split_k * bk, x.stride(0),
-        w.bits, w.zeros is not None, bias is not None, split_k, block_m, block_n, bk, stages, _use_asm(x, w.bits),
+        w.bits, w.zeros is not None, bias is not None, split_k, block_m, block_n, bk, stages,
+        # the PTX decode: fp16, or bf16 with codes under 128 (its magic number has 7 mantissa bits)
+        inline_ptx(x.device) and (x.dtype == torch.float16 or (x.dtype == torch.bfloat16 and w.bits < 8)),
         num_warps=num_warps,
     )
     return out

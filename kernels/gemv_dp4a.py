@@ -23,7 +23,6 @@ the transpose and the dot products run as plain integer ops with the same result
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -32,6 +31,7 @@ import triton.language as tl
 
 from .gemv_words import finish_row, program_words, workspace
 from .layout import DeviceWeight
+from .unpack import inline_ptx
 
 X_MAX = tl.constexpr(127 * 128)  # |v| bound: h = round(v / 128) stays in int8, l = v - 128 h in [-64, 64]
 
@@ -126,6 +126,13 @@ def _dot8(t, he, ho, le, lo, ASM: tl.constexpr):
 
 
 @triton.jit
+def _dot8_acc(t, he, ho, le, lo, h, l, ASM: tl.constexpr):
+    """``_dot8`` of one transposed word column, summed over the step's rows into (h, l)."""
+    ph, pl = _dot8(t, he, ho, le, lo, ASM)
+    return h + tl.sum(ph, axis=0), l + tl.sum(pl, axis=0)
+
+
+@triton.jit
 def _chunk_term(ah, al, sx, smx, s_ptr, z_ptr, g, N, offs_w, w_mask, C: tl.constexpr, HAS_Z: tl.constexpr):
     """``s_w * (s_x * sum q*v - z * sum x)`` of one x chunk for byte column ``C`` of each word."""
     cols = 4 * offs_w + C
@@ -170,18 +177,10 @@ def _gemv_dp4a_kernel(
         le = tl.load(xb + 2)[:, None]
         lo = tl.load(xb + 3)[:, None]
         t0, t1, t2, t3 = _transpose4(w0, w1, w2, w3, ASM)
-        ph, pl = _dot8(t0, he, ho, le, lo, ASM)
-        h0 += tl.sum(ph, axis=0)
-        l0 += tl.sum(pl, axis=0)
-        ph, pl = _dot8(t1, he, ho, le, lo, ASM)
-        h1 += tl.sum(ph, axis=0)
-        l1 += tl.sum(pl, axis=0)
-        ph, pl = _dot8(t2, he, ho, le, lo, ASM)
-        h2 += tl.sum(ph, axis=0)
-        l2 += tl.sum(pl, axis=0)
-        ph, pl = _dot8(t3, he, ho, le, lo, ASM)
-        h3 += tl.sum(ph, axis=0)
-        l3 += tl.sum(pl, axis=0)
+        h0, l0 = _dot8_acc(t0, he, ho, le, lo, h0, l0, ASM)
+        h1, l1 = _dot8_acc(t1, he, ho, le, lo, h1, l1, ASM)
+        h2, l2 = _dot8_acc(t2, he, ho, le, lo, h2, l2, ASM)
+        h3, l3 = _dot8_acc(t3, he, ho, le, lo, h3, l3, ASM)
         if (it + 1) % ipc == 0:  # end of an x chunk (inside one weight group)
             c = r0 // RC
             g = r0 // RG
@@ -265,9 +264,8 @@ def gemv_dp4a(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
     if split > 1 and (grid[0] > cnt.numel() or w.n > ws.numel()):
         split = 1  # the split-K workspace is too small for this problem
         grid = (grid[0], 1)
-    asm = x.device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
     _gemv_dp4a_kernel[grid](xw, xs, xsum, w.codes.view(torch.int32), w.scales,
                             w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
                             ws, cnt, out, w.n, w.group_size // 2, rc, total_rows // split, w.zeros is not None,
-                            bias is not None, split, bnw, r, max(stages, 1), asm, num_warps=num_warps)
+                            bias is not None, split, bnw, r, max(stages, 1), inline_ptx(x.device), num_warps=num_warps)
     return out

@@ -164,19 +164,9 @@ def finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, off
         tl.atomic_add(ws_ptr + 4 * offs_w + 1, o1, mask=w_mask, sem="relaxed")
         tl.atomic_add(ws_ptr + 4 * offs_w + 2, o2, mask=w_mask, sem="relaxed")
         tl.atomic_add(ws_ptr + 4 * offs_w + 3, o3, mask=w_mask, sem="relaxed")
-        tl.debug_barrier()  # every thread's sums are issued before the block counts itself
-        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
-        if done == SPLIT_K - 1:  # the last program of this column block writes the output
-            offs_n = pid_n * (4 * BNW) + tl.arange(0, 4 * BNW)
-            n_mask = offs_n < N
-            # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
-            # program's sums; the zeros left behind serve the next call
-            y = tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0, cache_modifier=".cg")
-            tl.store(ws_ptr + offs_n, tl.zeros([4 * BNW], dtype=tl.float32), mask=n_mask)
-            if HAS_BIAS:
-                y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-            tl.store(out_ptr + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
-            tl.atomic_xchg(cnt_ptr + pid_n, 0)
+        row = tl.arange(0, 1)  # the output as a one-row tile
+        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid_n, row, pid_n * (4 * BNW) + tl.arange(0, 4 * BNW), row < 1, N,
+                    SPLIT_K, HAS_BIAS)
 
 
 @triton.jit
@@ -275,20 +265,31 @@ def _gemv_words_rows_kernel(
         tl.atomic_add(ws_cols + 1, o1, mask=mw_mask, sem="relaxed")
         tl.atomic_add(ws_cols + 2, o2, mask=mw_mask, sem="relaxed")
         tl.atomic_add(ws_cols + 3, o3, mask=mw_mask, sem="relaxed")
-        tl.debug_barrier()  # every thread's sums are issued before the block counts itself
-        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
-        if done == SPLIT_K - 1:  # the last program of this column block writes the output
-            offs_n = pid_n * (4 * BNW) + tl.arange(0, 4 * BNW)
-            mn_mask = m_mask[:, None] & (offs_n < N)[None, :]
-            off = offs_m[:, None] * N + offs_n[None, :]
-            # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
-            # program's sums; the zeros left behind serve the next call
-            y = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
-            tl.store(ws_ptr + off, tl.zeros([BM, 4 * BNW], dtype=tl.float32), mask=mn_mask)
-            if HAS_BIAS:
-                y += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mn_mask)
-            tl.atomic_xchg(cnt_ptr + pid_n, 0)
+        offs_n = pid_n * (4 * BNW) + tl.arange(0, 4 * BNW)
+        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid_n, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
+
+
+@triton.jit
+def finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask, N, SPLIT_K: tl.constexpr,
+                HAS_BIAS: tl.constexpr):
+    """After this program's relaxed ``atomic_add``s of its partial [rows, cols] tile into the
+    self-cleaning workspace: count the program in (acq_rel counter ``tile``); the last of the
+    ``SPLIT_K`` programs reads the sums, writes zeros back, adds the bias, stores the output
+    and resets the counter."""
+    tl.debug_barrier()  # every thread's sums are issued before the program counts itself
+    done = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+    if done == SPLIT_K - 1:
+        n_mask = offs_n < N
+        mn_mask = m_mask[:, None] & n_mask[None, :]
+        off = offs_m[:, None] * N + offs_n[None, :]
+        # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
+        # program's sums; the zeros left behind serve the next call
+        y = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
+        tl.store(ws_ptr + off, tl.zeros(y.shape, dtype=tl.float32), mask=mn_mask)
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mn_mask)
+        tl.atomic_xchg(cnt_ptr + tile, 0)
 
 
 @triton.jit

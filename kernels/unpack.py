@@ -10,8 +10,16 @@ threading the loaded byte tiles ``b0, b1, b2`` through it.
 
 This module knows nothing about the op, the backend or the tensor subclass.
 """
+import os
+
 import triton
 import triton.language as tl
+
+
+def inline_ptx(device) -> bool:
+    """Whether kernels on ``device`` may run inline PTX: CUDA, and not the Triton interpreter
+    (which cannot execute it; kernels then take their plain-Triton path)."""
+    return device.type == "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1"
 
 
 @triton.jit

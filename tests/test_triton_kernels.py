@@ -471,10 +471,12 @@ def test_gemm_pairs(bits, gs, sym, split_k, block_m, block_n, m, hqq):
     from lowbit.kernels.gemm_pairs import gemm_pairs, pairs_supported
 
     n, k = 54, 512
-    gs_eff = gs or k
-    if gs_eff < 16 * (8 // bits):
-        pytest.skip("tile shorter than one dot")
     codes, s, z, dw = make(n, k, bits, gs, sym=sym and bits > 1, integer_zeros=not hqq)  # 1-bit: no symmetric grid
+    if (gs or k) < 16 * (8 // bits):  # 1-bit in groups of 64: 8-row slices, shorter than one dot
+        assert not pairs_supported(dw)
+        with pytest.raises(ValueError, match="1/2/4/8-bit"):
+            gemm_pairs(torch.randn(m, k, device=DEV, dtype=ACT), dw)
+        return
     assert pairs_supported(dw)
     for _ in range(3):
         x = torch.randn(m, k, device=DEV, dtype=ACT)
