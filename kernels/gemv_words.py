@@ -285,6 +285,10 @@ def finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask
         # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
         # program's sums; the zeros left behind serve the next call
         y = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
+        # Triton may give the load and the zero store different thread layouts, so one thread
+        # could zero a sum before another has read it (it did: gemm_pairs split-K on an H100,
+        # intermittently wrong); the barrier orders every read before any zeroing
+        tl.debug_barrier()
         tl.store(ws_ptr + off, tl.zeros(y.shape, dtype=tl.float32), mask=mn_mask)
         if HAS_BIAS:
             y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
