@@ -42,14 +42,15 @@ class Thresholds:
     each decoded code reused by every row);
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
     M <= pairs_max_m and a single-plane width (even N, a K tile inside one group): the
-    column-pair tensor-core GEMM (H100: 2.0-2.4x fp16 cuBLAS at M = 2-16 on the large
-    Llama shapes, where split-K gave 1.05-1.39x; it serves at most 16 rows, see gemm_pairs);
+    column-pair tensor-core GEMM (H100, large Llama shapes: 2.0-2.4x fp16 cuBLAS at M = 2-16
+    where split-K gave 1.05-1.39x, 1.42-1.54x at M = 32 (split-K 0.84-0.94x), 0.79-0.99x at
+    M = 64 (split-K / GEMM 0.61-0.65x));
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
     words_max_m: int = 1
-    pairs_max_m: int = 16
+    pairs_max_m: int = 64
     dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
@@ -170,11 +171,12 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
             split *= 2
         return dict(block_n=bn, rows=16, split_k=split, num_warps=1, prefetch=True)
     if family == "gemm_pairs":
-        # H100 sweep (benchmarks/gpu_pairs_probe.py, 12 configs x 3 shapes x M 1-16): 256
-        # columns, 4 warps, 3 stages, K split for ~3 programs per SM: the best or within 10% of
-        # it everywhere; 16-row tiles only (the launcher refuses others)
-        tiles = -(-m // 16) * -(-w.n // 256)
-        return dict(block_m=16, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
+        # H100 sweeps (benchmarks/gpu_pairs_probe.py, 3 shapes, M 1-64): 256 columns, 4 warps,
+        # 3 stages, K split for ~3 programs per SM: the best or within 11% of it everywhere;
+        # 16-row tiles up to M = 16, then 32 (64-row tiles and 8 warps were never the best)
+        bm = 16 if m <= 16 else 32
+        tiles = -(-m // bm) * -(-w.n // 256)
+        return dict(block_m=bm, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
                     stages=3)
     if family == "gemv_dp4a":
         # H200 sweep (benchmarks/gpu_words_probe.py --dp4a, 24 configs x 5 shapes): 256
@@ -228,7 +230,7 @@ def serves(family: str, m: int) -> bool:
     if family == "gemv_words":
         return m <= WORDS_MAX_M
     if family == "gemm_pairs":
-        return m <= PAIRS_MAX_M  # a GEMM that also serves M = 1 (one 16-row tile)
+        return m <= PAIRS_MAX_M  # a GEMM that also serves M = 1
     return family.startswith("gemv") == (m == 1)
 
 

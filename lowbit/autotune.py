@@ -117,9 +117,10 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
         return [dict(block_n=bn, block_k=bk, split_k=s, num_warps=w)
                 for bn in bns for bk in ((128,) if quick else (64, 128)) for s in splits for w in warps]
     if family == "gemm_pairs":
-        return [dict(block_m=16, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=st)
-                for bn in ((256,) if quick else (128, 256)) for s in ((4, 16) if quick else (1, 2, 4, 8, 16, 32))
-                for st in ((3,) if quick else (3, 4))]
+        bms = (16,) if m <= 16 else (16, 32)  # H100: 64-row tiles and 8 warps were never the best
+        return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=st)
+                for bm in bms for bn in ((256,) if quick else (128, 256))
+                for s in ((4, 16) if quick else (1, 2, 4, 8, 16, 32)) for st in ((3,) if quick else (3, 4))]
     if family == "gemm_splitk":
         top = max(16, min(64, 1 << (m - 1).bit_length()))
         bms = [b for b in (16, 32, 64) if b <= top][-2:]

@@ -71,7 +71,8 @@ def test_families_for_rows():
     assert "gemv_words" in families_for(2, "none", dispatch.FAMILIES)
     assert "gemv_revsplitk" not in families_for(2, "none", dispatch.FAMILIES)
     assert families_for(16, "none", dispatch.FAMILIES) == ["gemm_pairs", "gemm_splitk", "gemm", "dequant_cublas"]
-    assert families_for(17, "none", dispatch.FAMILIES) == ["gemm_splitk", "gemm", "dequant_cublas"]
+    assert families_for(64, "none", dispatch.FAMILIES) == ["gemm_pairs", "gemm_splitk", "gemm", "dequant_cublas"]
+    assert families_for(65, "none", dispatch.FAMILIES) == ["gemm_splitk", "gemm", "dequant_cublas"]
     assert "gemm_pairs" in families_for(1, "none", dispatch.FAMILIES)  # a GEMM that also serves one row
     assert families_for(1, "int8", dispatch.FAMILIES) == ["gemv_int8"]
 

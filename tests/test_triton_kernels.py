@@ -223,11 +223,10 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw8) == "gemv_words"
     assert dispatch.choose(1, make(16, 256, 3, 128)[3]) == "gemv_revsplitk"  # two planes
     assert dispatch.choose(1, make(18, 256, 8, 128)[3]) == "gemv_splitk"  # N % 4 != 0
-    # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 16
-    for m in (2, 4, 16):
+    # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 64
+    for m in (2, 4, 16, 17, 33, 64):
         assert dispatch.choose(m, dw4) == "gemm_pairs"
-    assert dispatch.choose(17, dw4) == "gemm_splitk"
-    assert dispatch.choose(64, dw4) == "gemm_splitk"
+    assert dispatch.choose(65, dw4) == "gemm_splitk"
     _, _, _, dw3 = make(16, 256, 3, 128)  # two planes: the split-K GEMM
     assert dispatch.choose(4, dw3) == "gemm_splitk"
     assert dispatch.choose(64, dw3) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
@@ -269,8 +268,8 @@ def test_dispatch_winners_and_width_thresholds():
         dispatch.set_winner("default", key, "gemm")
         assert dispatch.choose(16, dw, x_dtype=ACT) == "gemm"
         assert dispatch.choose(15, dw, x_dtype=ACT) == "gemm"  # same M bucket
-        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_splitk"
-        assert dispatch.choose(5, dw, x_dtype=ACT) == "gemm_pairs"  # another M bucket
+        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_pairs"  # other M buckets: the thresholds
+        assert dispatch.choose(5, dw, x_dtype=ACT) == "gemm_pairs"
         dispatch.set_thresholds(width=wkey, splitk_max_m=4, pairs_max_m=0)
         assert dispatch.choose(8, dw, x_dtype=ACT) == "gemm"
         _, _, _, dw2 = make(16, 256, 2, 128)
@@ -463,7 +462,7 @@ def test_lowbit_tensor_through_triton_backend():
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("gs,sym,split_k,block_m,block_n,m,hqq", [
     (128, False, 1, 16, 32, 1, False), (None, True, 3, 16, 64, 5, False), (64, False, 2, 16, 32, 15, True),
-    (256, True, 4, 16, 32, 3, False)])
+    (256, True, 4, 16, 32, 3, False), (128, False, 2, 16, 64, 37, False), (256, False, 4, 32, 32, 33, True)])
 def test_gemm_pairs(bits, gs, sym, split_k, block_m, block_n, m, hqq):
     """Column-pair tensor-core GEMM: every single-plane width, sym/asym (integer and HQQ float
     zeros), groups and per-channel, K splits through the self-cleaning workspace (three calls:
@@ -500,7 +499,5 @@ def test_gemm_pairs_rejects():
         gemm_pairs(torch.randn(2, 128, device=DEV, dtype=ACT), dw)
     with pytest.raises(ValueError, match="block_n"):
         gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_n=48)
-    with pytest.raises(ValueError, match="M <= 16"):
-        gemm_pairs(torch.randn(17, 256, device=DEV, dtype=ACT), dw)
-    with pytest.raises(ValueError, match="block_m=16"):
-        gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_m=32)
+    with pytest.raises(ValueError, match="block_m"):
+        gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_m=24)
