@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -46,6 +47,10 @@ class E2EResult:
     tokens_per_s: float
     ms_per_step: float
     weight_gib: float
+    window_ms: list = field(default_factory=list)  # ms per step in each timed window (the median is reported)
+
+
+WARMUP = 8  # decode steps before timing: compilation, CUDA-graph warm-up and recording, clocks
 
 
 def _weight_bytes(model) -> int:
@@ -56,14 +61,16 @@ def _weight_bytes(model) -> int:
 
 def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=torch.bfloat16, prompt: int = 64,
                tokens: int = 32, compile: bool = True, seed: int = 0) -> E2EResult:
-    """Build, quantize, prefill ``prompt`` tokens, then time ``tokens`` decode steps."""
+    """Build, quantize, prefill ``prompt`` tokens, run ``WARMUP`` decode steps, then time
+    ``tokens`` more in up to 4 windows; per-step time is the median window's (a short
+    hiccup in one window does not move it; the windows are in the result)."""
     import lowbit
     from lowbit.models import build_model
 
     model = build_model(preset, seed=seed, dtype=dtype, device=device)
     for cfg in _configs()[name]:
         lowbit.quantize_(model, cfg)
-    model.setup_cache(batch, prompt + tokens + 8)
+    model.setup_cache(batch, prompt + WARMUP + tokens + 1)
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     step = model
@@ -76,16 +83,23 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
         logits = model(tok, torch.arange(prompt, device=device))  # prefill, eager
         nxt = logits[:, -1:].argmax(-1)
         pos = torch.tensor([prompt], device=device)
-        for i in range(3):  # warm-up: compilation, graph capture
+        for i in range(WARMUP):
             nxt = step(nxt, pos + i)[:, -1:].argmax(-1)
-        sync()
-        t0 = time.perf_counter()
-        for i in range(tokens):
-            nxt = step(nxt, pos + 3 + i)[:, -1:].argmax(-1)
-        sync()
-        dt = time.perf_counter() - t0
+        i = WARMUP
+        nwin = min(4, tokens)
+        window_ms = []
+        for w in range(nwin):
+            steps = tokens // nwin + (w < tokens % nwin)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                nxt = step(nxt, pos + i)[:, -1:].argmax(-1)
+                i += 1
+            sync()
+            window_ms.append((time.perf_counter() - t0) / steps * 1e3)
+    ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
-                    batch * tokens / dt, dt / tokens * 1e3, _weight_bytes(model) / 2**30)
+                    batch * 1e3 / ms, ms, _weight_bytes(model) / 2**30, window_ms)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -105,7 +119,7 @@ def main(args) -> int:
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
             print(f"{r.preset} batch={batch:<3} {name:<7} {r.tokens_per_s:10.1f} tok/s  {r.ms_per_step:8.2f} ms/step  "
-                  f"{r.weight_gib:6.2f} GiB  {sp} vs bf16", flush=True)
+                  f"{r.weight_gib:6.2f} GiB  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms)", flush=True)
             if args.json:  # after every row: a run cut off by a time limit keeps what it measured
                 with open(args.json, "w") as f:
                     json.dump({"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
