@@ -61,21 +61,24 @@ def check():
     return bad
 
 
-def grid_for(m, n, sms=132):
+def grid_for(m, n, sms=132, caps=False):
+    # caps (--maxnreg): register caps per thread. 16-row tiles use ~198 registers (2 programs
+    # per SM), 168 fits 3 without spills (offline sm_90 compile); 32-row tiles 255 (one
+    # program), 224 fits 2. On the H100 neither was faster (docs/gpu_kernels.md).
     out = []
-    for bm in [b for b in (16, 32, 64) if b <= max(16, 1 << (m - 1).bit_length())]:
-        for bn in ((128, 256) if m <= 16 else (256,)):
-            for nw in (4, 8):
+    for bm in [b for b in (16, 32) if b <= max(16, m)]:
+        for bn in (128, 256):
+            for reg in ((None, 168 if bm == 16 else 224) if caps else (None,)):
                 tiles = -(-m // bm) * -(-n // bn)
                 base = max(1, (3 * sms) // tiles)
                 for sp in sorted({max(1, base // 2), base, 2 * base}):
-                    out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=3))
+                    out.append(dict(block_m=bm, block_n=bn, num_warps=4, split_k=min(sp, 32), stages=3, maxnreg=reg))
     return out
 
 
-def sweep(n, k, m, dws):
+def sweep(n, k, m, dws, caps=False):
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n))
+    res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n, caps=caps))
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:5]:
         log(f"  {n}x{k} M={m} pairs {us:7.2f} us {cfg}")
@@ -91,6 +94,7 @@ def main():
     ap.add_argument("--ms", default="1,2,4,8,16")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--maxnreg", action="store_true", help="also sweep register caps per thread")
     a = ap.parse_args()
     bg.section_env()
     res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
@@ -98,7 +102,7 @@ def main():
         n, k = map(int, s.split("x"))
         dws = weights(n, k)
         for m in map(int, a.ms.split(",")):
-            res["sweep"].append(sweep(n, k, m, dws))
+            res["sweep"].append(sweep(n, k, m, dws, a.maxnreg))
             with open(os.path.join(a.out, "pairs_probe.json"), "w") as f:
                 json.dump(res, f, indent=1, default=str)
         del dws

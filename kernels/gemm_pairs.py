@@ -186,8 +186,9 @@ def pairs_supported(w: DeviceWeight) -> bool:
 
 def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_m: int = 16,
                block_n: int = 128, block_k: int = 128, split_k: int = 1, num_warps: int = 4,
-               stages: int = 3) -> torch.Tensor:
-    """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests), rows contiguous -> [M, N] x.dtype."""
+               stages: int = 3, maxnreg: Optional[int] = None) -> torch.Tensor:
+    """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests), rows contiguous -> [M, N] x.dtype.
+    ``maxnreg``: a register cap per thread (CUDA), to fit more programs per SM."""
     m, k = x.shape
     if k != w.k:
         raise ValueError(f"gemm_pairs expects x [M, {w.k}], got {tuple(x.shape)}")
@@ -216,6 +217,6 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
         w.bits, w.zeros is not None, bias is not None, split_k, block_m, block_n, bk, stages,
         # the PTX decode: fp16, or bf16 with codes under 128 (its magic number has 7 mantissa bits)
         inline_ptx(x.device) and (x.dtype == torch.float16 or (x.dtype == torch.bfloat16 and w.bits < 8)),
-        num_warps=num_warps,
+        num_warps=num_warps, **({"maxnreg": maxnreg} if maxnreg and x.is_cuda else {}),
     )
     return out

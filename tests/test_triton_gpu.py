@@ -68,6 +68,10 @@ def test_float_families_realistic(family, m, bits, dtype):
     ("gemm_pairs", 64, 1, torch.bfloat16, dict(block_m=16, block_n=256, block_k=128, split_k=8, num_warps=4, stages=3)),
     ("gemm_pairs", 16, 2, torch.float16, dict(block_m=16, block_n=256, block_k=128, split_k=16, num_warps=8, stages=3)),
     ("gemm_pairs", 64, 4, torch.float16, dict(block_m=64, block_n=256, block_k=128, split_k=8, num_warps=4, stages=3)),
+    ("gemm_pairs", 64, 4, torch.bfloat16, dict(block_m=16, block_n=256, block_k=128, split_k=8, num_warps=4, stages=3,
+                                               maxnreg=168)),
+    ("gemm_pairs", 33, 2, torch.float16, dict(block_m=32, block_n=256, block_k=128, split_k=8, num_warps=4, stages=3,
+                                              maxnreg=224)),
     ("gemv_words", 1, 4, torch.float16, None), ("gemv_words", 4, 4, torch.bfloat16, None)])
 def test_splitk_finish_repeated(family, m, bits, dtype, cfg):
     """Every one of 20 calls through the split-K workspace is right. Before the barrier in
