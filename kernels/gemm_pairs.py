@@ -188,7 +188,8 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
                block_n: int = 128, block_k: int = 128, split_k: int = 1, num_warps: int = 4,
                stages: int = 3, maxnreg: Optional[int] = None) -> torch.Tensor:
     """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests), rows contiguous -> [M, N] x.dtype.
-    ``maxnreg``: a register cap per thread (CUDA), to fit more programs per SM."""
+    ``maxnreg``: a register cap per thread (CUDA), to fit more programs per SM (on the H100 it
+    was not faster, docs/gpu_kernels.md; kept for tuning on other GPUs)."""
     m, k = x.shape
     if k != w.k:
         raise ValueError(f"gemm_pairs expects x [M, {w.k}], got {tuple(x.shape)}")
