@@ -55,14 +55,20 @@ def rel(out, ref):
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
-def make_weight(n, k, bits, gs, dtype, sym=False, real=True):
+def worst_rel(fn, ref, calls=3):
+    """The worst ``rel`` of ``calls`` calls: a split-K race shows only now and then, and a bad
+    call can leave the self-cleaning workspace dirty for the next."""
+    return max(rel(fn(), ref) for _ in range(calls))
+
+
+def make_weight(n, k, bits, gs, dtype, sym=False, real=True, method="minmax"):
     """Returns (codes [N,K] uint8, scales, zeros, DeviceWeight) on cuda."""
     from lowbit import packing, quant
     from lowbit.kernels.layout import device_weight, make_layout
 
     if real:
         w = torch.randn(n, k, device="cuda", dtype=dtype) * 0.02
-        codes, s, z = quant.quantize_weight(w, bits, gs, symmetric=sym)
+        codes, s, z = quant.quantize_weight(w, bits, gs, symmetric=sym, method=method)
     else:
         g = k // (gs or k)
         codes = torch.randint(0, 1 << bits, (n, k), device="cuda", dtype=torch.uint8)

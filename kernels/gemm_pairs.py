@@ -17,7 +17,7 @@ the activation tile is split into ``E`` slices in registers. The dot runs on exa
 codes; each ``BK`` tile lies inside one group (``BK`` divides the group size), and the
 group's zero and scale are applied to the tile's fp32 sums: ``s * (sum x*q - z * sum x)``
 (float zeros work too). With ``SPLIT_K > 1`` partial tiles go by fire-and-forget atomics
-into the self-cleaning workspace of ``gemv_words`` and the last program of an output tile
+into the self-cleaning workspace (``splitk_workspace.py``) and the last program of an output tile
 (an acq_rel counter) writes the output: no memset or cast kernel, correct under graph replay.
 
 The decode is inline PTX (``ASM``); the Triton interpreter cannot run that, so with
@@ -32,7 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemv_words import WIDTHS, finish_tile, workspace
+from .gemv_words import WIDTHS
+from .splitk_workspace import finish_tile, split_buffers
 from .layout import DeviceWeight
 from .unpack import _slice_of, inline_ptx, split_slices
 
@@ -208,9 +209,7 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
     while tiles % split_k:
         split_k -= 1
     grid_mn = triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n)
-    ws, cnt = workspace(x.device)
-    if split_k > 1 and (m * w.n > ws.numel() or grid_mn > cnt.numel()):
-        split_k = 1  # the persistent workspace is too small for this problem; no split
+    ws, cnt, split_k = split_buffers(x.device, split_k, m * w.n, grid_mn)
     out = x.new_empty(m, w.n)
     _gemm_pairs_kernel[(grid_mn, split_k)](
         x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,

@@ -18,7 +18,7 @@ in one instruction.
 * Per x chunk: ``y += s_w * (s_x * (128 * sum(q*h) + sum(q*l)) - z * sum(s_x * v))``.
 
 The words are staged through shared memory by the loop pipeliner (``STAGES``); K splits go
-through the word GEMV's self-cleaning workspace. Under ``TRITON_INTERPRET=1`` (no inline PTX)
+through the self-cleaning split-K workspace (``splitk_workspace.py``). Under ``TRITON_INTERPRET=1`` (no inline PTX)
 the transpose and the dot products run as plain integer ops with the same results.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemv_words import finish_row, program_words, workspace
+from .gemv_words import finish_row, program_words
+from .splitk_workspace import split_buffers
 from .layout import DeviceWeight
 from .unpack import inline_ptx
 
@@ -259,11 +260,9 @@ def gemv_dp4a(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
     split = _split(total_rows, rc, split_k)
     bnw = max(block_n // 4, 1)
     out = torch.empty(1, w.n, dtype=x.dtype, device=x.device)
-    ws, cnt = workspace(x.device)
-    grid = (triton.cdiv(w.n // 4, bnw), split)
-    if split > 1 and (grid[0] > cnt.numel() or w.n > ws.numel()):
-        split = 1  # the split-K workspace is too small for this problem
-        grid = (grid[0], 1)
+    blocks = triton.cdiv(w.n // 4, bnw)
+    ws, cnt, split = split_buffers(x.device, split, w.n, blocks)
+    grid = (blocks, split)
     _gemv_dp4a_kernel[grid](xw, xs, xsum, w.codes.view(torch.int32), w.scales,
                             w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
                             ws, cnt, out, w.n, w.group_size // 2, rc, total_rows // split, w.zeros is not None,

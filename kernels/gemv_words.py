@@ -13,11 +13,8 @@ decodes to ``2**j + q`` and x needs no pre-scaling. Per code: LOP3 + FFMA, plus 
 Program ``(pid_n, pid_k)`` owns ``4 * BNW`` columns and ``rows_per_program`` byte rows, read
 ``R`` rows a step, either staged through shared memory by the loop pipeliner (``STAGES``) or
 prefetched one step ahead into registers (``PREFETCH``). With
-``SPLIT_K > 1`` partial sums go by fire-and-forget ``atomic_add`` into a persistent fp32
-workspace; the last program of a column block (an acq_rel counter) reads the sums, writes
-zeros back for the next call, adds the bias and writes the output.
-Workspace and counters clean themselves, so no memset or cast kernel runs per call and
-a CUDA-graph replay is correct.
+``SPLIT_K > 1`` partial sums go through the self-cleaning split-K workspace
+(``splitk_workspace.py``): no memset or cast kernel per call, correct under graph replay.
 """
 from __future__ import annotations
 
@@ -28,12 +25,9 @@ import triton
 import triton.language as tl
 
 from .layout import DeviceWeight
+from .splitk_workspace import finish_tile, split_buffers
 
 WIDTHS = (1, 2, 4, 8)
-# per device: fp32 sums and int32 counters, zeroed once, left zeroed by each call
-_WS_FLOATS = 1 << 20
-_WS_COUNTERS = 1 << 16
-_workspaces: dict = {}
 _ONE_BITS = 0x3F800000  # 1.0f
 MAX_M = 8  # activation rows per call: each decoded code is reused this many times on CUDA cores
 
@@ -270,33 +264,6 @@ def _gemv_words_rows_kernel(
 
 
 @triton.jit
-def finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask, N, SPLIT_K: tl.constexpr,
-                HAS_BIAS: tl.constexpr):
-    """After this program's relaxed ``atomic_add``s of its partial [rows, cols] tile into the
-    self-cleaning workspace: count the program in (acq_rel counter ``tile``); the last of the
-    ``SPLIT_K`` programs reads the sums, writes zeros back, adds the bias, stores the output
-    and resets the counter."""
-    tl.debug_barrier()  # every thread's sums are issued before the program counts itself
-    done = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-    if done == SPLIT_K - 1:
-        n_mask = offs_n < N
-        mn_mask = m_mask[:, None] & n_mask[None, :]
-        off = offs_m[:, None] * N + offs_n[None, :]
-        # the acquire above orders these L2 reads (.cg: never a stale L1 line) after every
-        # program's sums; the zeros left behind serve the next call
-        y = tl.load(ws_ptr + off, mask=mn_mask, other=0.0, cache_modifier=".cg")
-        # Triton may give the load and the zero store different thread layouts, so one thread
-        # could zero a sum before another has read it (it did: gemm_pairs split-K on an H100,
-        # intermittently wrong); the barrier orders every read before any zeroing
-        tl.debug_barrier()
-        tl.store(ws_ptr + off, tl.zeros(y.shape, dtype=tl.float32), mask=mn_mask)
-        if HAS_BIAS:
-            y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mn_mask)
-        tl.atomic_xchg(cnt_ptr + tile, 0)
-
-
-@triton.jit
 def _rows_dot(f, xs, BM: tl.constexpr):
     """``sum_r f[r, :] * xs[m, r]`` for each activation row m: [R, BNW] x [BM, R] -> [BM, BNW]."""
     return tl.sum(f[None, :, :] * xs[:, :, None], axis=1)
@@ -322,21 +289,6 @@ def _store_cols(out_ptr, bias_ptr, o, offs_m, offs_w, mask, N, C: tl.constexpr, 
     if HAS_BIAS:
         o += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None] * N + cols[None, :], o.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The self-cleaning split-K buffers of ``device``: zeroed once, and every call leaves
-    them zeroed. Created eagerly by the Triton backend when a weight lands on the device
-    (``prepare``), so they never come from a CUDA-graph pool (torch.compile's cudagraph
-    trees reject live allocations they do not track). One pair per device: kernels on the
-    same device run in stream order; two of these GEMVs running concurrently on different
-    streams of one device would share them, which is not supported."""
-    key = (device.type, device.index if device.index is not None else
-           (torch.cuda.current_device() if device.type == "cuda" else 0))
-    if key not in _workspaces:
-        _workspaces[key] = (torch.zeros(_WS_FLOATS, dtype=torch.float32, device=device),
-                            torch.zeros(_WS_COUNTERS, dtype=torch.int32, device=device))
-    return _workspaces[key]
 
 
 def words_supported(w: DeviceWeight) -> bool:
@@ -386,11 +338,9 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
         raise ValueError(f"gemv_words: no K split fits K={w.k} group_size={w.group_size} rows={r}")
     bnw = max(block_n // 4, 1)
     out = torch.empty(m, w.n, dtype=x.dtype, device=x.device)
-    ws, cnt = workspace(x.device)
-    grid = (triton.cdiv(w.n // 4, bnw), split)
-    if split > 1 and (grid[0] > cnt.numel() or m * w.n > ws.numel()):
-        split = 1  # the split-K workspace is too small for this problem: one program per column block
-        grid = (grid[0], 1)
+    blocks = triton.cdiv(w.n // 4, bnw)
+    ws, cnt, split = split_buffers(x.device, split, m * w.n, blocks)
+    grid = (blocks, split)
     kw = dict(num_warps=num_warps, num_stages=num_stages)
     args = (x, w.codes.view(torch.int32), w.scales, w.zeros if w.zeros is not None else w.scales,
             bias if bias is not None else w.scales, ws, cnt, out)

@@ -103,7 +103,7 @@ class TritonBackend(Backend):
         return w.group_size % plane_config(w.meta.bits).E == 0
 
     def prepare(self, w: QWeight) -> Optional[torch.Tensor]:
-        from lowbit.kernels.gemv_words import workspace
+        from lowbit.kernels.splitk_workspace import workspace
         from lowbit.kernels.layout import make_layout
 
         if w.qdata.is_cuda:
