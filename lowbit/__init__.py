@@ -15,6 +15,7 @@ from .packing import pack, packed_size, unpack
 from .quant import dequantize, quantize_per_token_int8, quantize_weight
 from .serialization import load_file, save_file
 from .tensor import LowBitTensor
+from .unwrap import is_unwrapped, rewrap, unwrap_for_compile
 
 __version__ = "0.1.0"
 
@@ -25,5 +26,6 @@ __all__ = [
     "pack", "unpack", "packed_size",
     "quantize_weight", "dequantize", "quantize_per_token_int8",
     "save_file", "load_file",
+    "unwrap_for_compile", "rewrap", "is_unwrapped",
     "Backend", "register_backend", "registered_backends", "use_backend",
 ]

@@ -38,10 +38,19 @@ def _identity(t: torch.Tensor) -> tuple:
             tuple(t.shape), tuple(base.stride()), t.dtype, str(base.device))
 
 
+def _refuse_unwrapped(model, where: str) -> None:
+    from .unwrap import is_unwrapped
+
+    if isinstance(model, nn.Module) and is_unwrapped(model):
+        raise ValueError(f"{where}: the model's weights are unwrapped by lowbit.unwrap_for_compile (plain inner "
+                         "tensors under parametrize names); call lowbit.rewrap(model) first")
+
+
 def save_file(model_or_state_dict: Union[nn.Module, dict], path: str, metadata: Optional[dict] = None) -> None:
     """Write a (quantized) model's state_dict to ``path`` in safetensors format."""
     from safetensors.torch import save_file as st_save
 
+    _refuse_unwrapped(model_or_state_dict, "save_file")
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     tensors: dict[str, torch.Tensor] = {}
     info: dict[str, dict] = {}
@@ -120,5 +129,6 @@ def load_file(path: str, model: Optional[nn.Module] = None, device: Union[str, t
         sd[alias] = sd[target]
     if model is None:
         return sd
+    _refuse_unwrapped(model, "load_file")
     model.load_state_dict(sd, strict=strict, assign=True)
     return model

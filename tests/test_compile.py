@@ -85,3 +85,63 @@ def test_demo_model_inductor_cuda():
         eager = model(tok)
         compiled = torch.compile(model, fullgraph=True)(tok)
     assert rel_err(compiled, eager) < 1e-2
+
+
+def _quantized_tiny(device="cpu", dtype=torch.float32):
+    model = build_model("tiny", seed=0, dtype=dtype, device=device)
+    lowbit.quantize_(model, lowbit.WeightOnlyConfig(bits=4, group_size=64))
+    lowbit.quantize_(model, lowbit.EmbeddingConfig(bits=4, group_size=32))
+    return model
+
+
+def test_unwrap_for_compile_roundtrip(tmp_path):
+    model = _quantized_tiny()
+    before = model.state_dict()
+    tok = torch.randint(0, model.config.vocab, (2, 9))
+    with torch.no_grad():
+        eager = model(tok)
+        assert lowbit.unwrap_for_compile(model) is model and lowbit.is_unwrapped(model)
+        lowbit.unwrap_for_compile(model)  # a second call finds nothing left to unwrap
+        assert not any(isinstance(p, lowbit.LowBitTensor) for p in model.parameters())
+        assert isinstance(model.layers[0].mlp.w1.weight, lowbit.LowBitTensor)  # rebuilt on access
+        assert "layers.0.mlp.w1.parametrizations.weight.original0" in model.state_dict()
+        assert torch.equal(model(tok), eager)
+        compiled = torch.compile(model, fullgraph=True)
+        assert rel_err(compiled(tok), eager) < 1e-5
+        assert rel_err(compiled(tok[:1]), eager[:1]) < 1e-5
+    with pytest.raises(ValueError, match="rewrap"):
+        lowbit.save_file(model, str(tmp_path / "m.safetensors"))
+    lowbit.rewrap(model)
+    assert not lowbit.is_unwrapped(model)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    w0, w1 = before["layers.0.mlp.w1.weight"], after["layers.0.mlp.w1.weight"]
+    assert isinstance(w1, lowbit.LowBitTensor) and torch.equal(w0.qdata, w1.qdata) and torch.equal(w0.scales, w1.scales)
+    lowbit.save_file(model, str(tmp_path / "m.safetensors"))
+
+
+def test_unwrap_for_compile_bad_input():
+    with pytest.raises(TypeError, match="nn.Module"):
+        lowbit.unwrap_for_compile(torch.zeros(3))
+
+
+def test_unwrapped_model_moved_is_a_clear_error():
+    model = _quantized_tiny()
+    lowbit.unwrap_for_compile(model)
+    model.to("meta")
+    with pytest.raises(RuntimeError, match="rewrap"):
+        model.layers[0].mlp.w1.weight
+
+
+@requires_cuda
+def test_unwrapped_decode_cuda_graphs():
+    model = _quantized_tiny("cuda", torch.bfloat16)
+    model.setup_cache(2, 16)
+    tok = torch.randint(0, model.config.vocab, (2, 1), device="cuda")
+    with torch.no_grad():
+        ref = [model(tok, torch.tensor([i], device="cuda")) for i in range(3)]
+        lowbit.unwrap_for_compile(model)
+        step = torch.compile(model, fullgraph=True, mode="reduce-overhead")
+        for _ in range(2):  # warm-up and record, then replays
+            outs = [step(tok, torch.tensor([i], device="cuda")).clone() for i in range(3)]
+    assert all(rel_err(o, r) < 1e-2 for o, r in zip(outs, ref))

@@ -33,6 +33,15 @@ def test_e2e_bench_smoke():
     assert r.tokens_per_s > 0 and r.weight_gib > 0 and r.batch == 2
 
 
+def test_e2e_profile_lists_the_step_ops():
+    r = run_config("tiny", "w4g128", batch=1, device="cpu", dtype=torch.float32, prompt=4, tokens=2, compile=False,
+                   profile=2)
+    calls = {name: n for name, _, n in r.profile}
+    assert calls.get("aten::scaled_dot_product_attention") == 2, list(calls)[:10]  # one per layer and step
+    assert all(us > 0 and calls > 0 for _, us, calls in r.profile)
+    assert [row[1] for row in r.profile] == sorted((row[1] for row in r.profile), reverse=True)
+
+
 def test_e2e_main_writes_json_after_every_row(tmp_path):
     import argparse
     import json

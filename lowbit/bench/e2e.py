@@ -44,10 +44,12 @@ class E2EResult:
     prompt: int
     tokens: int
     compile: bool
+    unwrapped: bool  # LowBitTensor weights stored as plain tensors for the compiled step (lowbit.unwrap_for_compile)
     tokens_per_s: float
     ms_per_step: float
     weight_gib: float
     window_ms: list = field(default_factory=list)  # ms per step in each timed window (the median is reported)
+    profile: list = field(default_factory=list)  # [kernel, us per step, launches per step], slowest first
 
 
 WARMUP = 8  # decode steps before timing: compilation, CUDA-graph warm-up and recording, clocks
@@ -60,10 +62,16 @@ def _weight_bytes(model) -> int:
 
 
 def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=torch.bfloat16, prompt: int = 64,
-               tokens: int = 32, compile: bool = True, seed: int = 0) -> E2EResult:
+               tokens: int = 32, compile: bool = True, seed: int = 0, profile: int = 0,
+               unwrap: bool = True) -> E2EResult:
     """Build, quantize, prefill ``prompt`` tokens, run ``WARMUP`` decode steps, then time
     ``tokens`` more in up to 4 windows; per-step time is the median window's (a short
-    hiccup in one window does not move it; the windows are in the result)."""
+    hiccup in one window does not move it; the windows are in the result).
+
+    ``unwrap`` (when compiling a quantized config): store the LowBitTensor weights as plain
+    tensors first (:func:`lowbit.unwrap_for_compile`), so the host does not unwrap every
+    weight on every step. ``profile > 0``: then run that many more steps under torch.profiler
+    and keep the time per kernel (``E2EResult.profile``)."""
     import lowbit
     from lowbit.models import build_model
 
@@ -73,7 +81,11 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     model.setup_cache(batch, prompt + WARMUP + tokens + 1)
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    wbytes = _weight_bytes(model)  # before unwrapping: afterwards the device layouts count too
     step = model
+    unwrapped = compile and unwrap and bool(_configs()[name])
+    if unwrapped:
+        lowbit.unwrap_for_compile(model)
     if compile:
         mode = "reduce-overhead" if dev.type == "cuda" else None
         step = torch.compile(model, fullgraph=True, mode=mode)
@@ -97,9 +109,10 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
                 i += 1
             sync()
             window_ms.append((time.perf_counter() - t0) / steps * 1e3)
+        kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile) if profile else []
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
-                    batch * 1e3 / ms, ms, _weight_bytes(model) / 2**30, window_ms)
+                    unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, window_ms, kernels)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -108,18 +121,50 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     return res
 
 
+def _profile_steps(run_step, steps: int) -> list:
+    """Time per kernel over ``steps`` calls of ``run_step`` as [name, us per step, launches per
+    step]: device time of each CUDA kernel when a GPU is there (kernels replayed inside CUDA
+    graphs are recorded too), else the self CPU time of each op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps):
+            run_step()
+        if cuda:
+            torch.cuda.synchronize()
+    want = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    rows = {}
+    for e in prof.events():
+        if e.device_type != want:
+            continue
+        us, n = rows.get(e.name, (0.0, 0))
+        rows[e.name] = (us + (e.device_time if cuda else e.self_cpu_time_total), n + 1)
+    return sorted(([k, us / steps, n / steps] for k, (us, n) in rows.items() if us > 0), key=lambda r: -r[1])
+
+
+def _print_profile(kernels: list, ms_per_step: float, top: int = 25) -> None:
+    busy = sum(r[1] for r in kernels)
+    print(f"  busy {busy / 1e3:.3f} ms of {ms_per_step:.3f} ms per step; top kernels (us/step, share, launches/step):")
+    for name, us, n in kernels[:top]:
+        print(f"    {us:9.1f} us {us / max(busy, 1e-9) * 100:5.1f}%  {n:6.1f}x  {name[:110]}")
+
+
 def main(args) -> int:
     dtype = getattr(torch, args.dtype)
     rows = []
     for batch in args.batch:
         base: Optional[float] = None
         for name in args.configs:
-            r = run_config(args.preset, name, batch, args.device, dtype, args.prompt, args.tokens, not args.no_compile)
+            r = run_config(args.preset, name, batch, args.device, dtype, args.prompt, args.tokens, not args.no_compile,
+                           profile=getattr(args, "profile", 0), unwrap=not getattr(args, "no_unwrap", False))
             base = r.tokens_per_s if name == "bf16" else base
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
             print(f"{r.preset} batch={batch:<3} {name:<7} {r.tokens_per_s:10.1f} tok/s  {r.ms_per_step:8.2f} ms/step  "
                   f"{r.weight_gib:6.2f} GiB  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms)", flush=True)
+            if r.profile:
+                _print_profile(r.profile, r.ms_per_step)
             if args.json:  # after every row: a run cut off by a time limit keeps what it measured
                 with open(args.json, "w") as f:
                     json.dump({"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -137,7 +182,11 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt", type=int, default=64)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-unwrap", action="store_true",
+                   help="compile the LowBitTensor weights as they are (the host unwraps each one every step)")
     p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, profile STEPS more decode steps and print device time per kernel")
 
     def run(args):
         cuda = torch.cuda.is_available()

@@ -1,0 +1,121 @@
+"""Plain-tensor parameters for fast compiled calls.
+
+A compiled module takes its parameters as graph inputs. A tensor-subclass parameter is
+unwrapped into its plain inner tensors *on every call*, in Python (AOTAutograd's runtime
+wrapper: ``__tensor_flatten__`` and a recursion per inner tensor, ~15 us a weight on an
+H100 host). A decoder with 225 quantized linears spends ~4 ms a step there, longer than the
+kernels of its CUDA-graph replay (measured: docs/gpu_kernels.md, "Host overhead").
+
+:func:`unwrap_for_compile` moves that work to trace time: each LowBitTensor parameter (also
+inside a DTensor) is replaced by its plain inner tensors, registered as parameters through a
+``torch.nn.utils.parametrize`` parametrization whose forward rebuilds the subclass. Inside a
+compiled graph the rebuild is traced away; in eager it costs a few microseconds a call.
+:func:`rewrap` undoes it (e.g. before ``state_dict`` / :func:`lowbit.save_file`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+__all__ = ["unwrap_for_compile", "rewrap", "is_unwrapped"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to rebuild one wrapper subclass from its inner tensors (depth first)."""
+
+    cls: type
+    names: tuple
+    ctx: Any
+    size: torch.Size
+    stride: tuple
+    children: tuple  # a _Spec per inner name; None for a plain tensor
+
+
+def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
+    if not is_traceable_wrapper_subclass(t):
+        return None, [t]
+    names, ctx = t.__tensor_flatten__()
+    children, leaves = [], []
+    for name in names:
+        spec, sub = _flatten(getattr(t, name))
+        children.append(spec)
+        leaves += sub
+    return _Spec(type(t), tuple(names), ctx, t.size(), t.stride(), tuple(children)), leaves
+
+
+def _unflatten(spec: Optional[_Spec], leaves: Iterator[torch.Tensor]) -> torch.Tensor:
+    if spec is None:
+        return next(leaves)
+    inner = {name: _unflatten(child, leaves) for name, child in zip(spec.names, spec.children)}
+    return spec.cls.__tensor_unflatten__(inner, spec.ctx, spec.size, spec.stride)
+
+
+class _Rebuild(nn.Module):
+    """Parametrization: the stored parameters are the plain leaves; forward rebuilds the weight."""
+
+    spec: Optional[_Spec] = None
+    device: Optional[torch.device] = None
+
+    def right_inverse(self, t: torch.Tensor) -> list:
+        self.spec, leaves = _flatten(t)
+        self.device = leaves[0].device
+        return leaves
+
+    def forward(self, *leaves: torch.Tensor) -> torch.Tensor:
+        # the leaves include the device layout derived for this device: moving them as plain
+        # tensors would pair it with another backend (a trace-time check when compiled)
+        if leaves[0].device != self.device:
+            raise RuntimeError(
+                f"lowbit: a weight unwrapped by unwrap_for_compile on {self.device} is now on {leaves[0].device}; "
+                "call lowbit.rewrap(model), move the model, then unwrap_for_compile(model) again"
+            )
+        return _unflatten(self.spec, iter(leaves))
+
+
+def _holds_lowbit(t: torch.Tensor) -> bool:
+    from .tensor import LowBitTensor
+
+    if isinstance(t, LowBitTensor):
+        return True
+    if not is_traceable_wrapper_subclass(t):
+        return False
+    return any(_holds_lowbit(getattr(t, name)) for name in t.__tensor_flatten__()[0])
+
+
+def unwrap_for_compile(model: nn.Module) -> nn.Module:
+    """Store every LowBitTensor parameter of ``model`` as its plain inner tensors (in place;
+    returns ``model``). Call it after quantizing (and loading / sharding) and before
+    ``torch.compile``. The parameter names in ``state_dict`` change to torch's parametrize
+    names (``...parametrizations.weight.original0``...); :func:`rewrap` restores them."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"unwrap_for_compile expects an nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if _holds_lowbit(p):
+                parametrize.register_parametrization(module, name, _Rebuild())
+    return model
+
+
+def is_unwrapped(model: nn.Module) -> bool:
+    """True if some parameter of ``model`` is stored unwrapped by :func:`unwrap_for_compile`."""
+    return any(_rebuilt_names(m) for m in model.modules())
+
+
+def _rebuilt_names(module: nn.Module) -> list:
+    if not parametrize.is_parametrized(module):
+        return []
+    return [n for n, plist in module.parametrizations.items() if any(isinstance(p, _Rebuild) for p in plist)]
+
+
+def rewrap(model: nn.Module) -> nn.Module:
+    """Undo :func:`unwrap_for_compile`: the parameters are LowBitTensors again (in place)."""
+    for module in list(model.modules()):
+        for name in _rebuilt_names(module):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
