@@ -86,14 +86,18 @@ class Attention(nn.Module):
         v = self.wv(x).view(b, t, self.kv, self.hd)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))
-        if input_pos is not None:
-            k, v = self.cache.update(input_pos, k, v)
-        k = k.repeat_interleave(self.h // self.kv, dim=1)
-        v = v.repeat_interleave(self.h // self.kv, dim=1)
-        if mask is None:
+        rep = self.h // self.kv
+        if input_pos is None:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            k, v = self.cache.update(input_pos, k, v)
+            # grouped queries: the `rep` query heads of one KV head become rows of one
+            # attention (mask rows repeated to match), so the cache is read once per KV head
+            # instead of being copied `rep` times per step
+            qg = q.reshape(b, self.kv, rep * t, self.hd)
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask.repeat(rep, 1))
+            o = o.reshape(b, self.h, t, self.hd)
         return self.wo(o.transpose(1, 2).reshape(b, t, -1))
 
 
