@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 __all__ = ["LlamaConfig", "TinyLlama", "build_model", "preset_config", "PRESETS"]
 
@@ -53,6 +54,19 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
+def _fused_linear(*parts: nn.Linear) -> nn.Linear:
+    """One bias-free Linear whose output rows are ``parts``' rows, in order (float weights only:
+    fuse before quantizing; the per-row quantization of the fused weight then equals the parts')."""
+    w = [p.weight for p in parts]
+    if any(is_traceable_wrapper_subclass(t) for t in w) or any(p.bias is not None for p in parts):
+        raise TypeError("fuse_projections: fuse plain, bias-free Linears, before quantizing or sharding")
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=False,
+                      device=w[0].device, dtype=w[0].dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([t.detach() for t in w]))
+    return fused
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -79,11 +93,19 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.h * self.hd, c.dim, bias=False)
         self.cache: KVCache | None = None
 
+    def fuse(self) -> None:
+        """q, k and v as one Linear ``wqkv`` (rows q | k | v): one weight read and one kernel
+        launch instead of three, the k/v projections being too narrow to fill a GPU."""
+        self.wqkv = _fused_linear(self.wq, self.wk, self.wv)
+        del self.wq, self.wk, self.wv
+
     def forward(self, x, cos, sin, input_pos=None, mask=None):
         b, t, _ = x.shape
-        q = self.wq(x).view(b, t, self.h, self.hd)
-        k = self.wk(x).view(b, t, self.kv, self.hd)
-        v = self.wv(x).view(b, t, self.kv, self.hd)
+        if hasattr(self, "wqkv"):
+            q, k, v = self.wqkv(x).split([self.h * self.hd, self.kv * self.hd, self.kv * self.hd], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q, k, v = q.view(b, t, self.h, self.hd), k.view(b, t, self.kv, self.hd), v.view(b, t, self.kv, self.hd)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))
         rep = self.h // self.kv
@@ -108,8 +130,17 @@ class MLP(nn.Module):
         self.w3 = nn.Linear(c.dim, c.hidden, bias=False)  # up
         self.w2 = nn.Linear(c.hidden, c.dim, bias=False)  # down
 
+    def fuse(self) -> None:
+        """gate and up as one Linear ``w13`` (rows gate | up)."""
+        self.w13 = _fused_linear(self.w1, self.w3)
+        del self.w1, self.w3
+
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if hasattr(self, "w13"):
+            gate, up = self.w13(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.w1(x), self.w3(x)
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -150,6 +181,18 @@ class TinyLlama(nn.Module):
         hd = c.dim // c.n_heads
         self.register_buffer("inv_freq", 1.0 / c.rope_theta ** (torch.arange(0, hd, 2).float() / hd), persistent=False)
 
+    fused = False
+
+    def fuse_projections(self) -> "TinyLlama":
+        """Fuse each layer's q/k/v into ``attn.wqkv`` and gate/up into ``mlp.w13`` (in place,
+        before quantizing), as serving engines do: same outputs, fewer and wider GEMMs. A fused
+        model has no tensor-parallel plan (a column-wise shard of wqkv would mix q, k and v)."""
+        for layer in self.layers:
+            layer.attn.fuse()
+            layer.mlp.fuse()
+        self.fused = True
+        return self
+
     def setup_cache(self, batch: int, max_seq: int) -> None:
         """Allocate static KV caches for ``batch`` sequences of up to ``max_seq`` tokens."""
         p = self.embed.weight
@@ -188,10 +231,12 @@ def preset_config(preset: str, n_layers: int | None = None) -> LlamaConfig:
     return c if n_layers is None else replace(c, n_layers=n_layers)
 
 
-def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device="cpu", n_layers: int | None = None) -> TinyLlama:
+def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device="cpu", n_layers: int | None = None,
+                fused: bool = False) -> TinyLlama:
     """A randomly initialized model; weights scaled like a trained model's (std ~ 1/sqrt(fan_in)).
     Built directly on ``device`` in ``dtype`` (the 8B preset never exists in fp32 on the host).
-    ``n_layers`` overrides the preset's depth (e.g. a shallower 8B-shaped model)."""
+    ``n_layers`` overrides the preset's depth (e.g. a shallower 8B-shaped model). ``fused``:
+    :meth:`TinyLlama.fuse_projections` after initializing (the same weights as unfused)."""
     with torch.device("meta"):
         model = TinyLlama(preset_config(preset, n_layers))
     model = model.to_empty(device=device).to(dtype)
@@ -205,4 +250,6 @@ def build_model(preset: str = "demo", seed: int = 0, dtype=torch.float32, device
         c = model.config
         hd = c.dim // c.n_heads
         model.inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, hd, 2, device=device).float() / hd)
+    if fused:
+        model.fuse_projections()
     return model.eval()

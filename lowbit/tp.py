@@ -42,6 +42,9 @@ def _match(fqn: str, pattern: str) -> bool:
 
 def tp_plan(model: nn.Module, plan: Optional[dict] = None) -> dict[str, str]:
     """Resolve ``plan`` (default ``model._tp_plan``) to {module fqn: "colwise"|"rowwise"}."""
+    if getattr(model, "fused", False):
+        raise ValueError(f"{type(model).__name__}: tensor parallel needs the unfused model (fuse_projections "
+                         "joined q/k/v and gate/up; a column-wise shard of those would mix them)")
     plan = getattr(model, "_tp_plan", None) if plan is None else plan
     if not plan:
         raise ValueError(f"{type(model).__name__} has no _tp_plan; pass plan=")

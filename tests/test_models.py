@@ -1,4 +1,5 @@
 """The built-in decoder: KV-cache decoding equals the full forward; the e2e bench runs."""
+import pytest
 import torch
 
 import lowbit
@@ -19,6 +20,33 @@ def test_cached_decode_equals_full_forward():
         for i in range(7, 11):
             outs.append(m(tok[:, i : i + 1], torch.tensor([i])))
     assert rel_err(torch.cat(outs, 1), full) < 1e-5
+
+
+@pytest.mark.parametrize("config", [None, lowbit.WeightOnlyConfig(bits=4, group_size=64)], ids=["float", "w4"])
+def test_fused_projections_equal_unfused(config):
+    a, b = build_model("tiny", seed=5), build_model("tiny", seed=5, fused=True)
+    assert b.fused and hasattr(b.layers[0].attn, "wqkv") and not hasattr(b.layers[0].attn, "wq")
+    assert tuple(b.layers[0].mlp.w13.weight.shape) == (2 * a.config.hidden, a.config.dim)
+    if config is not None:  # per-row quantization: the fused weight's rows quantize as the parts' rows
+        lowbit.quantize_(a, config)
+        lowbit.quantize_(b, config)
+    tok = torch.randint(0, a.config.vocab, (2, 7))
+    with torch.no_grad():
+        assert rel_err(b(tok), a(tok)) < 1e-6
+        a.setup_cache(2, 8)
+        b.setup_cache(2, 8)
+        assert rel_err(b(tok[:, :3], torch.arange(3)), a(tok[:, :3], torch.arange(3))) < 1e-6
+
+
+def test_fuse_refuses_quantized_and_tp():
+    m = build_model("tiny", seed=0)
+    lowbit.quantize_(m, lowbit.WeightOnlyConfig(bits=4, group_size=64))
+    with pytest.raises(TypeError, match="before quantizing"):
+        m.fuse_projections()
+    from lowbit.tp import tp_plan
+
+    with pytest.raises(ValueError, match="unfused"):
+        tp_plan(build_model("tiny", fused=True))
 
 
 def test_build_model_is_deterministic_and_scaled():

@@ -44,6 +44,7 @@ class E2EResult:
     prompt: int
     tokens: int
     compile: bool
+    fused: bool  # q/k/v and gate/up fused into one Linear each (TinyLlama.fuse_projections)
     unwrapped: bool  # LowBitTensor weights stored as plain tensors for the compiled step (lowbit.unwrap_for_compile)
     tokens_per_s: float
     ms_per_step: float
@@ -63,19 +64,20 @@ def _weight_bytes(model) -> int:
 
 def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=torch.bfloat16, prompt: int = 64,
                tokens: int = 32, compile: bool = True, seed: int = 0, profile: int = 0,
-               unwrap: bool = True) -> E2EResult:
+               unwrap: bool = True, fused: bool = True) -> E2EResult:
     """Build, quantize, prefill ``prompt`` tokens, run ``WARMUP`` decode steps, then time
     ``tokens`` more in up to 4 windows; per-step time is the median window's (a short
     hiccup in one window does not move it; the windows are in the result).
 
-    ``unwrap`` (when compiling a quantized config): store the LowBitTensor weights as plain
+    ``fused``: q/k/v and gate/up as one Linear each, as serving engines run them (the same
+    outputs: per-row quantization). ``unwrap`` (when compiling a quantized config): store the LowBitTensor weights as plain
     tensors first (:func:`lowbit.unwrap_for_compile`), so the host does not unwrap every
     weight on every step. ``profile > 0``: then run that many more steps under torch.profiler
     and keep the time per kernel (``E2EResult.profile``)."""
     import lowbit
     from lowbit.models import build_model
 
-    model = build_model(preset, seed=seed, dtype=dtype, device=device)
+    model = build_model(preset, seed=seed, dtype=dtype, device=device, fused=fused)
     for cfg in _configs()[name]:
         lowbit.quantize_(model, cfg)
     model.setup_cache(batch, prompt + WARMUP + tokens + 1)
@@ -112,7 +114,7 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
         kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile) if profile else []
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
-                    unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, window_ms, kernels)
+                    fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, window_ms, kernels)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -153,11 +155,14 @@ def _print_profile(kernels: list, ms_per_step: float, top: int = 25) -> None:
 def main(args) -> int:
     dtype = getattr(torch, args.dtype)
     rows = []
+    fused, unwrap = not getattr(args, "unfused", False), not getattr(args, "no_unwrap", False)
+    print(f"# {args.preset}: {'fused' if fused else 'separate'} q/k/v and gate/up, "
+          f"{'no compile' if args.no_compile else 'compiled' + (', quantized weights unwrapped' if unwrap else '')}")
     for batch in args.batch:
         base: Optional[float] = None
         for name in args.configs:
             r = run_config(args.preset, name, batch, args.device, dtype, args.prompt, args.tokens, not args.no_compile,
-                           profile=getattr(args, "profile", 0), unwrap=not getattr(args, "no_unwrap", False))
+                           profile=getattr(args, "profile", 0), unwrap=unwrap, fused=fused)
             base = r.tokens_per_s if name == "bf16" else base
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
@@ -182,6 +187,8 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt", type=int, default=64)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--unfused", action="store_true",
+                   help="separate q/k/v and gate/up Linears (default: fused, as serving engines run them)")
     p.add_argument("--no-unwrap", action="store_true",
                    help="compile the LowBitTensor weights as they are (the host unwraps each one every step)")
     p.add_argument("--json", default=None, help="write results here")
