@@ -111,7 +111,7 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
                 i += 1
             sync()
             window_ms.append((time.perf_counter() - t0) / steps * 1e3)
-        kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile) if profile else []
+        kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile, dev.type == "cuda") if profile else []
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
                     fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, window_ms, kernels)
@@ -123,13 +123,12 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     return res
 
 
-def _profile_steps(run_step, steps: int) -> list:
+def _profile_steps(run_step, steps: int, cuda: bool) -> list:
     """Time per kernel over ``steps`` calls of ``run_step`` as [name, us per step, launches per
-    step]: device time of each CUDA kernel when a GPU is there (kernels replayed inside CUDA
-    graphs are recorded too), else the self CPU time of each op."""
+    step]: device time of each CUDA kernel when the model runs on a GPU (kernels replayed inside
+    CUDA graphs are recorded too), else the self CPU time of each op."""
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = torch.cuda.is_available()
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for _ in range(steps):
             run_step()
