@@ -10,6 +10,10 @@ backend (``lowbit.backends.triton``) loads the modules lazily. Map (docs/gpu_ker
 * ``gemv_revsplitk`` reverse split-K GEMV for packed widths (two tiles per program)
 * ``gemm_splitk``    split-K GEMM on tensor cores (M ~ 2-64)
 * ``gemm``           GEMM for large M; int8-activation GEMM (int8 ``tl.dot``)
+* ``gemv_words``     word GEMV (M=1 default); ``gemv_dp4a`` its opt-in dp4a twin
+* ``gemm_pairs``     column-pair tensor-core GEMM (M = 2-64 default)
+* ``splitk_workspace`` the self-cleaning split-K workspace those three share
+* ``act_quant``      per-token int8 activation quantization (the int8 families' first step)
 * ``dequant``        dequantize-then-cuBLAS path, and the torch reference
 * ``dispatch``       family choice by M / bits / device, overridable config tables
 """

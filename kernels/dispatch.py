@@ -282,12 +282,11 @@ def config(family: str, m: int, w: DeviceWeight, device: torch.device) -> dict:
 def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:
     """Run one family by name. x: [M, K] float (or the activations before int8
     quantization for the *_int8 families) -> [M, N] x.dtype."""
-    from lowbit.quant import quantize_per_token_int8
-
     from . import dequant, gemm, gemm_pairs, gemm_splitk, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
+    from .act_quant import quantize_rows_int8
 
     if family in ("gemv_int8", "gemm_int8"):
-        xq, sx = quantize_per_token_int8(x)
+        xq, sx = quantize_rows_int8(x)  # one kernel, bit-exact to quant.quantize_per_token_int8
         fn = gemv.gemv_int8 if family == "gemv_int8" else gemm.gemm_int8
         return fn(xq, sx, w, bias, x.dtype, **cfg)
     fns = {

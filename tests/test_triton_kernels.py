@@ -501,3 +501,33 @@ def test_gemm_pairs_rejects():
         gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_n=48)
     with pytest.raises(ValueError, match="block_m"):
         gemm_pairs(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_m=24)
+
+
+# ---------------------------------------------------------------- int8 activation quantization
+@pytest.mark.parametrize("m,k", [(1, 64), (3, 200), (5, 1), (2, 3000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_quantize_rows_int8_equals_reference(m, k, dtype):
+    from lowbit.kernels.act_quant import quantize_rows_int8
+
+    x = (torch.randn(m, k) * 3).to(dtype)
+    if m > 1:
+        x[1] = 0  # an all-zero row: scale 1
+    if k >= 8:  # exact ties: v / s lands on .5 (round half to even), and the row's extreme
+        x[0, :8] = torch.tensor([127, -127, 0.5, 1.5, 2.5, -0.5, -2.5, 63.5]).to(dtype)
+    x = x.to(DEV)
+    xq, sx = quantize_rows_int8(x)
+    rq, rs = quant.quantize_per_token_int8(x)
+    assert torch.equal(sx, rs) and torch.equal(xq, rq)
+    if k >= 8:
+        assert xq[0, :8].tolist() == [127, -127, 0, 2, 2, 0, -2, 64]
+
+
+def test_quantize_rows_int8_strided_and_bad_input():
+    from lowbit.kernels.act_quant import quantize_rows_int8
+
+    x = torch.randn(4, 300, device=DEV)[:, ::2]  # non-unit inner stride
+    xq, sx = quantize_rows_int8(x)
+    rq, rs = quant.quantize_per_token_int8(x)
+    assert torch.equal(sx, rs) and torch.equal(xq, rq)
+    with pytest.raises(ValueError, match="2-D float"):
+        quantize_rows_int8(torch.zeros(3, 4, dtype=torch.int32, device=DEV))
