@@ -167,7 +167,9 @@ def quantize_per_token_int8(x: torch.Tensor):
     """Symmetric int8 per-row quantization. x: [M, K] float -> (xq [M, K] int8, sx [M] fp32)."""
     xf = x.float()
     amax = xf.abs().amax(-1) if xf.shape[-1] else xf.new_zeros(xf.shape[:-1])
-    sx = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    # divide by a tensor, not a Python scalar: CUDA torch turns "/ scalar" into a multiply by
+    # the reciprocal (1 ulp off true division); tensor / tensor is IEEE division on every device
+    sx = torch.where(amax > 0, amax / amax.new_full((), 127.0), torch.ones_like(amax))
     xq = torch.clamp(torch.round(xf / sx.unsqueeze(-1)), -127, 127).to(torch.int8)
     return xq, sx
 
