@@ -2,12 +2,13 @@
 
 A compiled module takes its parameters as graph inputs. A tensor-subclass parameter is
 unwrapped into its plain inner tensors *on every call*, in Python (AOTAutograd's runtime
-wrapper: ``__tensor_flatten__`` and a recursion per inner tensor, ~15 us a weight on an
-H100 host). A decoder with 225 quantized linears spends ~4 ms a step there, longer than the
-kernels of its CUDA-graph replay (measured: docs/gpu_kernels.md, "Host overhead").
+wrapper: ``__tensor_flatten__`` and a recursion per inner tensor, ~16 us a weight on an
+H100 host with torch 2.11). A decoder with 225 quantized linears spends ~4 ms a step there,
+longer than the kernels of its CUDA-graph replay (measured: docs/benchmarks.md, "where a
+decode step went").
 
-:func:`unwrap_for_compile` moves that work to trace time: each LowBitTensor parameter (also
-inside a DTensor) is replaced by its plain inner tensors, registered as parameters through a
+:func:`unwrap_for_compile` moves that work to trace time: each LowBitTensor parameter is
+replaced by its plain inner tensors, registered as parameters through a
 ``torch.nn.utils.parametrize`` parametrization whose forward rebuilds the subclass. Inside a
 compiled graph the rebuild is traced away; in eager it costs a few microseconds a call.
 :func:`rewrap` undoes it (e.g. before ``state_dict`` / :func:`lowbit.save_file`).
@@ -93,12 +94,21 @@ def unwrap_for_compile(model: nn.Module) -> nn.Module:
     returns ``model``). Call it after quantizing (and loading / sharding) and before
     ``torch.compile``. The parameter names in ``state_dict`` change to torch's parametrize
     names (``...parametrizations.weight.original0``...); :func:`rewrap` restores them."""
+    from .tensor import LowBitTensor
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"unwrap_for_compile expects an nn.Module, got {type(model).__name__}")
-    for module in model.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
-            if _holds_lowbit(p):
-                parametrize.register_parametrization(module, name, _Rebuild())
+    todo = []
+    for fqn, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if isinstance(p, LowBitTensor):
+                todo.append((module, name))
+            elif _holds_lowbit(p):  # e.g. a DTensor shard: dynamo cannot rebuild a DTensor from its parts
+                raise NotImplementedError(
+                    f"unwrap_for_compile: {fqn + '.' if fqn else ''}{name} is a {type(p).__name__} holding a LowBitTensor "
+                    "(tensor parallel); only plain LowBitTensor weights can be unwrapped: compile it as it is")
+    for module, name in todo:
+        parametrize.register_parametrization(module, name, _Rebuild())
     return model
 
 

@@ -145,3 +145,19 @@ def test_unwrapped_decode_cuda_graphs():
         for _ in range(2):  # warm-up and record, then replays
             outs = [step(tok, torch.tensor([i], device="cuda")).clone() for i in range(3)]
     assert all(rel_err(o, r) < 1e-2 for o, r in zip(outs, ref))
+
+
+def test_unwrap_refuses_tensor_parallel_shards():
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from lowbit.tp import apply_tp
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = apply_tp(_quantized_tiny(), init_device_mesh("cpu", (1,)))
+        with pytest.raises(NotImplementedError, match="tensor parallel"):
+            lowbit.unwrap_for_compile(model)
+        assert not lowbit.is_unwrapped(model)  # nothing half done
+    finally:
+        dist.destroy_process_group()

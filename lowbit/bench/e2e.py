@@ -70,9 +70,9 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     hiccup in one window does not move it; the windows are in the result).
 
     ``fused``: q/k/v and gate/up as one Linear each, as serving engines run them (the same
-    outputs: per-row quantization). ``unwrap`` (when compiling a quantized config): store the LowBitTensor weights as plain
-    tensors first (:func:`lowbit.unwrap_for_compile`), so the host does not unwrap every
-    weight on every step. ``profile > 0``: then run that many more steps under torch.profiler
+    outputs: per-row quantization). ``unwrap`` (when compiling a quantized config): store the
+    LowBitTensor weights as plain tensors first (:func:`lowbit.unwrap_for_compile`), so the
+    host does not unwrap every weight on every step. ``profile > 0``: then run that many more steps under torch.profiler
     and keep the time per kernel (``E2EResult.profile``)."""
     import lowbit
     from lowbit.models import build_model
