@@ -49,6 +49,9 @@ class E2EResult:
     tokens_per_s: float
     ms_per_step: float
     weight_gib: float
+    # host time to enqueue a step (median window): close to ms_per_step means the host, not the
+    # device, sets the pace (e.g. per-call Python work that CUDA graphs do not remove)
+    host_ms_per_step: float = 0.0
     window_ms: list = field(default_factory=list)  # ms per step in each timed window (the median is reported)
     profile: list = field(default_factory=list)  # [kernel, us per step, launches per step], slowest first
 
@@ -101,7 +104,7 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
             nxt = step(nxt, pos + i)[:, -1:].argmax(-1)
         i = WARMUP
         nwin = min(4, tokens)
-        window_ms = []
+        window_ms, host_ms = [], []
         for w in range(nwin):
             steps = tokens // nwin + (w < tokens % nwin)
             sync()
@@ -109,12 +112,14 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
             for _ in range(steps):
                 nxt = step(nxt, pos + i)[:, -1:].argmax(-1)
                 i += 1
+            t1 = time.perf_counter()  # the host has enqueued the window; the device may still run
             sync()
             window_ms.append((time.perf_counter() - t0) / steps * 1e3)
+            host_ms.append((t1 - t0) / steps * 1e3)
         kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile, dev.type == "cuda") if profile else []
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
-                    fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, window_ms, kernels)
+                    fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, statistics.median(host_ms), window_ms, kernels)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -166,7 +171,8 @@ def main(args) -> int:
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
             print(f"{r.preset} batch={batch:<3} {name:<7} {r.tokens_per_s:10.1f} tok/s  {r.ms_per_step:8.2f} ms/step  "
-                  f"{r.weight_gib:6.2f} GiB  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms)", flush=True)
+                  f"{r.weight_gib:6.2f} GiB  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms; "
+                  f"host {r.host_ms_per_step:.2f} ms/step)", flush=True)
             if r.profile:
                 _print_profile(r.profile, r.ms_per_step)
             if args.json:  # after every row: a run cut off by a time limit keeps what it measured
