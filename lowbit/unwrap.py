@@ -7,10 +7,11 @@ H100 host with torch 2.11). A decoder with 225 quantized linears spends ~4 ms a 
 longer than the kernels of its CUDA-graph replay (measured: docs/benchmarks.md, "where a
 decode step went").
 
-:func:`unwrap_for_compile` moves that work to trace time: each LowBitTensor parameter is
-replaced by its plain inner tensors, registered as parameters through a
-``torch.nn.utils.parametrize`` parametrization whose forward rebuilds the subclass. Inside a
-compiled graph the rebuild is traced away; in eager it costs a few microseconds a call.
+:func:`unwrap_for_compile` moves that work to trace time: each LowBitTensor parameter (or
+DTensor shard of one, under tensor parallel) is replaced by its plain inner tensors,
+registered as parameters through a ``torch.nn.utils.parametrize`` parametrization whose
+forward rebuilds the weight (a DTensor through ``DTensor.from_local``, which dynamo traces).
+Inside a compiled graph the rebuild is traced away; in eager it costs a few microseconds a call.
 :func:`rewrap` undoes it (e.g. before ``state_dict`` / :func:`lowbit.save_file`).
 """
 from __future__ import annotations
@@ -41,6 +42,9 @@ class _Spec:
 def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
     if not is_traceable_wrapper_subclass(t):
         return None, [t]
+    if _is_dtensor(type(t)):  # public API only: DTensor's flatten format changes between releases
+        spec, leaves = _flatten(t._local_tensor)
+        return _Spec(type(t), ("_local_tensor",), (t.device_mesh, t.placements), t.size(), t.stride(), (spec,)), leaves
     names, ctx = t.__tensor_flatten__()
     children, leaves = [], []
     for name in names:
@@ -54,7 +58,21 @@ def _unflatten(spec: Optional[_Spec], leaves: Iterator[torch.Tensor]) -> torch.T
     if spec is None:
         return next(leaves)
     inner = {name: _unflatten(child, leaves) for name, child in zip(spec.names, spec.children)}
+    if _is_dtensor(spec.cls):  # dynamo traces DTensor.from_local, not DTensor(...) from a spec
+        from torch.distributed.tensor import DTensor
+
+        mesh, placements = spec.ctx
+        return DTensor.from_local(inner["_local_tensor"], mesh, placements, run_check=False,
+                                  shape=spec.size, stride=spec.stride)
     return spec.cls.__tensor_unflatten__(inner, spec.ctx, spec.size, spec.stride)
+
+
+def _is_dtensor(cls: type) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return False
+    return issubclass(cls, DTensor)
 
 
 class _Rebuild(nn.Module):
@@ -101,12 +119,12 @@ def unwrap_for_compile(model: nn.Module) -> nn.Module:
     todo = []
     for fqn, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            if isinstance(p, LowBitTensor):
+            if isinstance(p, LowBitTensor) or (_is_dtensor(type(p)) and isinstance(p._local_tensor, LowBitTensor)):
                 todo.append((module, name))
-            elif _holds_lowbit(p):  # e.g. a DTensor shard: dynamo cannot rebuild a DTensor from its parts
+            elif _holds_lowbit(p):
                 raise NotImplementedError(
-                    f"unwrap_for_compile: {fqn + '.' if fqn else ''}{name} is a {type(p).__name__} holding a LowBitTensor "
-                    "(tensor parallel); only plain LowBitTensor weights can be unwrapped: compile it as it is")
+                    f"unwrap_for_compile: {fqn + '.' if fqn else ''}{name} is a {type(p).__name__} holding a LowBitTensor; "
+                    "only LowBitTensor weights and DTensor shards of them can be unwrapped: compile it as it is")
     for module, name in todo:
         parametrize.register_parametrization(module, name, _Rebuild())
     return model

@@ -147,17 +147,26 @@ def test_unwrapped_decode_cuda_graphs():
     assert all(rel_err(o, r) < 1e-2 for o, r in zip(outs, ref))
 
 
-def test_unwrap_refuses_tensor_parallel_shards():
+def test_unwrap_tensor_parallel_shards():
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
 
     from lowbit.tp import apply_tp
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         model = apply_tp(_quantized_tiny(), init_device_mesh("cpu", (1,)))
-        with pytest.raises(NotImplementedError, match="tensor parallel"):
+        tok = torch.randint(0, model.config.vocab, (2, 5))
+        with torch.no_grad():
+            eager = model(tok)
             lowbit.unwrap_for_compile(model)
-        assert not lowbit.is_unwrapped(model)  # nothing half done
+            w = model.layers[0].attn.wq.weight  # rebuilt with DTensor.from_local (dynamo traces that)
+            assert isinstance(w, DTensor) and isinstance(w.to_local(), lowbit.LowBitTensor)
+            assert torch.equal(model(tok), eager)
+            assert rel_err(torch.compile(model, fullgraph=True)(tok), eager) < 1e-5
+        lowbit.rewrap(model)
+        w = model.layers[0].attn.wq.weight
+        assert isinstance(w, DTensor) and isinstance(w.to_local(), lowbit.LowBitTensor) and not lowbit.is_unwrapped(model)
     finally:
         dist.destroy_process_group()
