@@ -181,7 +181,10 @@ class TinyLlama(nn.Module):
         hd = c.dim // c.n_heads
         self.register_buffer("inv_freq", 1.0 / c.rope_theta ** (torch.arange(0, hd, 2).float() / hd), persistent=False)
 
-    fused = False
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`fuse_projections` has run (read off the layers, not stored twice)."""
+        return len(self.layers) > 0 and hasattr(self.layers[0].attn, "wqkv")
 
     def fuse_projections(self) -> "TinyLlama":
         """Fuse each layer's q/k/v into ``attn.wqkv`` and gate/up into ``mlp.w13`` (in place,
@@ -190,7 +193,6 @@ class TinyLlama(nn.Module):
         for layer in self.layers:
             layer.attn.fuse()
             layer.mlp.fuse()
-        self.fused = True
         return self
 
     def setup_cache(self, batch: int, max_seq: int) -> None:

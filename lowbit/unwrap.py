@@ -16,6 +16,7 @@ Inside a compiled graph the rebuild is traced away; in eager it costs a few micr
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -59,14 +60,13 @@ def _unflatten(spec: Optional[_Spec], leaves: Iterator[torch.Tensor]) -> torch.T
         return next(leaves)
     inner = {name: _unflatten(child, leaves) for name, child in zip(spec.names, spec.children)}
     if _is_dtensor(spec.cls):  # dynamo traces DTensor.from_local, not DTensor(...) from a spec
-        from torch.distributed.tensor import DTensor
-
         mesh, placements = spec.ctx
-        return DTensor.from_local(inner["_local_tensor"], mesh, placements, run_check=False,
+        return spec.cls.from_local(inner["_local_tensor"], mesh, placements, run_check=False,
                                   shape=spec.size, stride=spec.stride)
     return spec.cls.__tensor_unflatten__(inner, spec.ctx, spec.size, spec.stride)
 
 
+@functools.cache
 def _is_dtensor(cls: type) -> bool:
     try:
         from torch.distributed.tensor import DTensor

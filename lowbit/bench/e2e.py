@@ -81,14 +81,15 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     from lowbit.models import build_model
 
     model = build_model(preset, seed=seed, dtype=dtype, device=device, fused=fused)
-    for cfg in _configs()[name]:
+    configs = _configs()[name]
+    for cfg in configs:
         lowbit.quantize_(model, cfg)
     model.setup_cache(batch, prompt + WARMUP + tokens + 1)
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     wbytes = _weight_bytes(model)  # before unwrapping: afterwards the device layouts count too
     step = model
-    unwrapped = compile and unwrap and bool(_configs()[name])
+    unwrapped = compile and unwrap and bool(configs)
     if unwrapped:
         lowbit.unwrap_for_compile(model)
     if compile:
