@@ -18,6 +18,7 @@ import torch
 from .layout import DeviceWeight
 from .gemv_revsplitk import revsplitk_block_k
 from .gemm_pairs import MAX_M as PAIRS_MAX_M, pairs_supported
+from .gemm_swap import swap_supported
 from .gemv_dp4a import dp4a_supported
 from .gemv_words import MAX_M as WORDS_MAX_M, words_supported
 
@@ -27,7 +28,7 @@ __all__ = ["serves", "Thresholds", "thresholds", "set_thresholds", "set_config",
 # measured faster per call but not end to end: only chosen where asked (thresholds, winners,
 # ``lowbit autotune --families``)
 OPT_IN = ("gemv_dp4a",)
-FAMILIES = ("gemv_dp4a", "gemv_words", "gemm_pairs", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
+FAMILIES = ("gemv_dp4a", "gemv_words", "gemm_pairs", "gemm_swap", "gemv", "gemv_splitk", "gemv_pipelined", "gemv_revsplitk", "gemm_splitk", "gemm", "dequant_cublas", "gemv_int8", "gemm_int8")
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,18 @@ class Thresholds:
     M <= gemv_max_m: a GEMV (reverse split-K for packed widths, split-K for 8-bit);
     M <= pairs_max_m and a single-plane width (even N, a K tile inside one group): the
     column-pair tensor-core GEMM (H100, large Llama shapes: 2.0-2.4x fp16 cuBLAS at M = 2-16
-    where split-K gave 1.05-1.39x, 1.42-1.54x at M = 32 (split-K 0.84-0.94x), 0.79-0.99x at
-    M = 64 (split-K / GEMM 0.61-0.65x));
+    where split-K gave 1.05-1.39x);
+    M <= swap_max_m, a single-plane width, a GPU with warpgroup MMA (sm_90+): the
+    weights-left GEMM (H100, 5 Llama shapes: 1.21-1.83x cuBLAS at M = 32 where the pairs
+    gave 0.92-1.51x, 0.93-1.64x at M = 64 (pairs 0.62-0.98x)); without it the pairs serve
+    up to their own limit;
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
     words_max_m: int = 1
-    pairs_max_m: int = 64
+    pairs_max_m: int = 16
+    swap_max_m: int = 64
     dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
@@ -68,6 +73,19 @@ _winners: dict[tuple, str] = {}
 @functools.lru_cache(maxsize=None)
 def _device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
+
+
+@functools.lru_cache(maxsize=None)
+def _wgmma(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def has_wgmma(device: Optional[torch.device]) -> bool:
+    """Whether the device has warpgroup MMA (Hopper and later); the CPU (the Triton
+    interpreter) and an unknown device count as yes, so tests exercise the default table."""
+    if device is None or device.type != "cuda":
+        return True
+    return _wgmma(device.index if device.index is not None else torch.cuda.current_device())
 
 
 @functools.lru_cache(maxsize=None)
@@ -178,6 +196,15 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         tiles = -(-m // bm) * -(-w.n // 256)
         return dict(block_m=bm, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
                     stages=3)
+    if family == "gemm_swap":
+        # H100 sweep (benchmarks/gpu_swap_probe.py, 5 Llama shapes, M 8-64): 128 weight rows,
+        # 4 warps, 3 stages, the activation rows in one tile, K split for ~2 programs per SM
+        # (~4 with 16-row tiles): the best or within 8% of it everywhere
+        bm = max(16, min(64, 1 << (m - 1).bit_length()))
+        tiles = -(-m // bm) * -(-w.n // 128)
+        per_sm = 4 if bm == 16 else 2
+        return dict(block_m=bm, block_n=128, block_k=128, split_k=max(1, min(32, per_sm * sms // tiles)), num_warps=4,
+                    stages=3)
     if family == "gemv_dp4a":
         # H200 sweep (benchmarks/gpu_words_probe.py --dp4a, 24 configs x 5 shapes): 256
         # columns, 16 byte rows a step, 3 stages, ~128 byte rows per program: the best at
@@ -257,6 +284,11 @@ def choose(m: int, w: DeviceWeight, act: str = "none", device: Optional[torch.de
         return "gemv_splitk"
     if m <= min(t.pairs_max_m, PAIRS_MAX_M) and pairs_supported(w):
         return "gemm_pairs"
+    if m <= t.swap_max_m and swap_supported(w):
+        if has_wgmma(device):
+            return "gemm_swap"
+        if m <= PAIRS_MAX_M and pairs_supported(w):  # mma.sync only: the pairs measured well there
+            return "gemm_pairs"
     if m <= t.splitk_max_m:
         if m > 32:
             # 64x64 tiles: where they alone give >= 1 program per SM, the GEMM family's grouped
@@ -282,7 +314,7 @@ def config(family: str, m: int, w: DeviceWeight, device: torch.device) -> dict:
 def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:
     """Run one family by name. x: [M, K] float (or the activations before int8
     quantization for the *_int8 families) -> [M, N] x.dtype."""
-    from . import dequant, gemm, gemm_pairs, gemm_splitk, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
+    from . import dequant, gemm, gemm_pairs, gemm_splitk, gemm_swap, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
     from .act_quant import quantize_rows_int8
 
     if family in ("gemv_int8", "gemm_int8"):
@@ -297,6 +329,7 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
         "gemv_pipelined": gemv.gemv_pipelined,
         "gemv_revsplitk": gemv_revsplitk.gemv_revsplitk,
         "gemm_pairs": gemm_pairs.gemm_pairs,
+        "gemm_swap": gemm_swap.gemm_swap,
         "gemm_splitk": gemm_splitk.gemm_splitk,
         "gemm": gemm.gemm,
         "dequant_cublas": dequant.dequant_linear,

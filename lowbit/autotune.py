@@ -121,6 +121,11 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
         return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=st)
                 for bm in bms for bn in ((256,) if quick else (128, 256))
                 for s in ((4, 16) if quick else (1, 2, 4, 8, 16, 32)) for st in ((3,) if quick else (3, 4))]
+    if family == "gemm_swap":
+        top = max(16, min(64, 1 << (m - 1).bit_length()))
+        return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=3)
+                for bm in sorted({16, top}) for bn in ((128,) if quick else (64, 128))
+                for s in ((2, 8) if quick else (1, 2, 4, 8, 16))]
     if family == "gemm_splitk":
         top = max(16, min(64, 1 << (m - 1).bit_length()))
         bms = [b for b in (16, 32, 64) if b <= top][-2:]
@@ -290,10 +295,12 @@ def derive_thresholds(results: list[TuneResult]) -> dict:
         gemv_max = max([m for m in ms if m == 1] or [1])
         words = [m for m in ms if wins(m, ("gemv_words",))]
         pairs = [m for m in ms if wins(m, ("gemm_pairs",))]
+        swap = [m for m in ms if wins(m, ("gemm_swap",))]
         splitk_max = max([m for m in ms if m > 1 and wins(m, ("gemm_splitk",))] or [gemv_max])
         deq = [m for m in ms if wins(m, ("dequant_cublas",))]
         out[wk] = {"gemv_max_m": gemv_max, "words_max_m": max(words) if words else 0,
-                   "pairs_max_m": max(pairs) if pairs else 0, "splitk_max_m": splitk_max,
+                   "pairs_max_m": max(pairs) if pairs else 0, "swap_max_m": max(swap) if swap else 0,
+                   "splitk_max_m": splitk_max,
                    "dequant_min_m": min(deq) if deq else 1 << 30}
     return out
 
@@ -310,7 +317,8 @@ def install(device: torch.device, dispatch) -> tuning.DeviceTuning:
     for skey, ent in found.winners.items():
         dispatch.set_winner(did.name, skey, ent["family"])
     for wkey, ent in found.thresholds.items():
-        fields = {f: ent[f] for f in ("gemv_max_m", "words_max_m", "pairs_max_m", "splitk_max_m", "dequant_min_m") if f in ent}
+        fields = {f: ent[f] for f in ("gemv_max_m", "words_max_m", "pairs_max_m", "swap_max_m", "splitk_max_m",
+                                           "dequant_min_m") if f in ent}
         dispatch.set_thresholds(did.name, width=wkey, **fields)
     if not found:
         tuning._warn_once(

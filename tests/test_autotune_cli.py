@@ -46,11 +46,14 @@ def test_thresholds_from_winners():
 
     rs = [r(1, "gemv_revsplitk"), r(4, "gemm_splitk"), r(64, "gemm_splitk"), r(256, "gemm"), r(1024, "dequant_cublas")]
     assert derive_thresholds(rs) == {"bits=4|g=128|float16": {"gemv_max_m": 1, "words_max_m": 0, "pairs_max_m": 0,
-                                                              "splitk_max_m": 64, "dequant_min_m": 1024}}
+                                                              "swap_max_m": 0, "splitk_max_m": 64, "dequant_min_m": 1024}}
     rs = [r(1, "gemv_words"), r(2, "gemv_words"), r(4, "gemm_splitk"), r(1024, "dequant_cublas")]
     assert derive_thresholds(rs)["bits=4|g=128|float16"]["words_max_m"] == 2
     rs = [r(1, "gemv_words"), r(4, "gemm_pairs"), r(16, "gemm_pairs"), r(64, "gemm"), r(1024, "dequant_cublas")]
     assert derive_thresholds(rs)["bits=4|g=128|float16"]["pairs_max_m"] == 16
+    rs = [r(4, "gemm_pairs"), r(16, "gemm_pairs"), r(32, "gemm_swap"), r(64, "gemm_swap"), r(1024, "dequant_cublas")]
+    t = derive_thresholds(rs)["bits=4|g=128|float16"]
+    assert (t["pairs_max_m"], t["swap_max_m"]) == (16, 64)
 
 
 def test_opt_in_families_only_when_asked():
@@ -70,9 +73,10 @@ def test_families_for_rows():
 
     assert "gemv_words" in families_for(2, "none", dispatch.FAMILIES)
     assert "gemv_revsplitk" not in families_for(2, "none", dispatch.FAMILIES)
-    assert families_for(16, "none", dispatch.FAMILIES) == ["gemm_pairs", "gemm_splitk", "gemm", "dequant_cublas"]
-    assert families_for(64, "none", dispatch.FAMILIES) == ["gemm_pairs", "gemm_splitk", "gemm", "dequant_cublas"]
-    assert families_for(65, "none", dispatch.FAMILIES) == ["gemm_splitk", "gemm", "dequant_cublas"]
+    every_m = ["gemm_swap", "gemm_splitk", "gemm", "dequant_cublas"]
+    assert families_for(16, "none", dispatch.FAMILIES) == ["gemm_pairs"] + every_m
+    assert families_for(64, "none", dispatch.FAMILIES) == ["gemm_pairs"] + every_m
+    assert families_for(65, "none", dispatch.FAMILIES) == every_m
     assert "gemm_pairs" in families_for(1, "none", dispatch.FAMILIES)  # a GEMM that also serves one row
     assert families_for(1, "int8", dispatch.FAMILIES) == ["gemv_int8"]
 

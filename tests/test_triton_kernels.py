@@ -223,9 +223,12 @@ def test_dispatch_table():
     assert dispatch.choose(1, dw8) == "gemv_words"
     assert dispatch.choose(1, make(16, 256, 3, 128)[3]) == "gemv_revsplitk"  # two planes
     assert dispatch.choose(1, make(18, 256, 8, 128)[3]) == "gemv_splitk"  # N % 4 != 0
-    # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 64
-    for m in (2, 4, 16, 17, 33, 64):
+    # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 16,
+    # the weights-left GEMM from 17 to 64
+    for m in (2, 4, 16):
         assert dispatch.choose(m, dw4) == "gemm_pairs"
+    for m in (17, 33, 64):
+        assert dispatch.choose(m, dw4) == "gemm_swap"
     assert dispatch.choose(65, dw4) == "gemm_splitk"
     _, _, _, dw3 = make(16, 256, 3, 128)  # two planes: the split-K GEMM
     assert dispatch.choose(4, dw3) == "gemm_splitk"
@@ -244,7 +247,7 @@ def test_dispatch_table():
     assert dispatch.choose(3, dw4, act="int8") == "gemm_int8"
     old = dispatch.thresholds()
     try:
-        dispatch.set_thresholds(splitk_max_m=8, pairs_max_m=8)
+        dispatch.set_thresholds(splitk_max_m=8, pairs_max_m=8, swap_max_m=0)
         assert dispatch.choose(8, dw4) == "gemm_pairs"
         assert dispatch.choose(16, dw4) == "gemm"
         dispatch.set_config("gemm", {"block_m": 32}, m=16)
@@ -268,9 +271,9 @@ def test_dispatch_winners_and_width_thresholds():
         dispatch.set_winner("default", key, "gemm")
         assert dispatch.choose(16, dw, x_dtype=ACT) == "gemm"
         assert dispatch.choose(15, dw, x_dtype=ACT) == "gemm"  # same M bucket
-        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_pairs"  # other M buckets: the thresholds
+        assert dispatch.choose(17, dw, x_dtype=ACT) == "gemm_swap"  # other M buckets: the thresholds
         assert dispatch.choose(5, dw, x_dtype=ACT) == "gemm_pairs"
-        dispatch.set_thresholds(width=wkey, splitk_max_m=4, pairs_max_m=0)
+        dispatch.set_thresholds(width=wkey, splitk_max_m=4, pairs_max_m=0, swap_max_m=0)
         assert dispatch.choose(8, dw, x_dtype=ACT) == "gemm"
         _, _, _, dw2 = make(16, 256, 2, 128)
         assert dispatch.choose(8, dw2, x_dtype=ACT) == "gemm_pairs"  # other widths keep the default
@@ -483,6 +486,48 @@ def test_gemm_pairs(bits, gs, sym, split_k, block_m, block_n, m, hqq):
         out = poisoned(lambda: gemm_pairs(x, dw, bias, block_m=block_m, block_n=block_n, block_k=128,
                                           split_k=split_k))
         assert_close(out, reference_linear(x, codes, s, z, bits, bias))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("gs,sym,split_k,block_m,block_n,m,hqq", [
+    (128, False, 1, 16, 64, 1, False), (None, True, 3, 16, 64, 5, False), (64, False, 2, 16, 128, 15, True),
+    (256, True, 4, 32, 64, 3, False), (128, False, 2, 16, 64, 37, False), (256, False, 4, 32, 64, 33, True)])
+def test_gemm_swap(bits, gs, sym, split_k, block_m, block_n, m, hqq):
+    """Weights-left tensor-core GEMM: every single-plane width, sym/asym (integer and HQQ float
+    zeros), groups and per-channel, K splits through the self-cleaning workspace (three calls),
+    bias, odd M, N not a multiple of the block (nor of 2 or 4)."""
+    from lowbit.kernels.gemm_swap import gemm_swap, swap_supported
+
+    n, k = 77, 512
+    codes, s, z, dw = make(n, k, bits, gs, sym=sym and bits > 1, integer_zeros=not hqq)
+    if (gs or k) < 16 * (8 // bits):
+        assert not swap_supported(dw)
+        with pytest.raises(ValueError, match="1/2/4/8-bit"):
+            gemm_swap(torch.randn(m, k, device=DEV, dtype=ACT), dw)
+        return
+    assert swap_supported(dw)
+    for _ in range(3):
+        x = torch.randn(m, k, device=DEV, dtype=ACT)
+        bias = torch.randn(n, device=DEV, dtype=ACT)
+        out = poisoned(lambda: gemm_swap(x, dw, bias, block_m=block_m, block_n=block_n, block_k=128,
+                                         split_k=split_k))
+        assert_close(out, reference_linear(x, codes, s, z, bits, bias))
+
+
+def test_gemm_swap_rejects():
+    from lowbit.kernels.gemm_swap import gemm_swap, swap_supported
+
+    _, _, _, dw = make(54, 256, 3, 64)
+    assert not swap_supported(dw)
+    with pytest.raises(ValueError, match="1/2/4/8-bit"):
+        gemm_swap(torch.randn(2, 256, device=DEV, dtype=ACT), dw)
+    _, _, _, dw = make(54, 256, 4, 64)
+    with pytest.raises(ValueError, match=r"x \[M, 256\]"):
+        gemm_swap(torch.randn(2, 128, device=DEV, dtype=ACT), dw)
+    with pytest.raises(ValueError, match="block_n"):
+        gemm_swap(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_n=32)
+    with pytest.raises(ValueError, match="block_m"):
+        gemm_swap(torch.randn(2, 256, device=DEV, dtype=ACT), dw, block_m=24)
 
 
 def test_gemm_pairs_rejects():

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Weights-left tensor-core GEMM (kernels/gemm_swap.py) on a GPU: correctness at realistic
+shapes (every single-plane width, groups, per-channel, HQQ zeros, fp16/bf16, K splits), then
+launch-config sweeps per shape and M against fp16 cuBLAS, tinygemm and the column-pair GEMM
+with its dispatch config. Method as benchmarks/bench_gpu.py: one CUDA graph over weight
+copies > 4x L2, median of replays / copies.
+
+Usage: PYTHONPATH=. python3 benchmarks/gpu_swap_probe.py [--shapes 14336x4096,4096x4096] [--ms 4,16,32,64]
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, "benchmarks")
+import bench_gpu as bg  # noqa: E402
+from bench_gpu import log, make_weight, rel, time_configs, weight_copies as weights, worst_rel  # noqa: E402
+
+from lowbit import quant  # noqa: E402
+from lowbit.backends.triton import ensure_kernels  # noqa: E402
+
+ensure_kernels()
+from lowbit.kernels.gemm_swap import gemm_swap  # noqa: E402
+
+
+def check():
+    bad = 0
+    cases = [(4, 128, False, "minmax"), (4, 32, True, "minmax"), (4, None, False, "minmax"), (4, 64, False, "hqq"),
+             (2, 128, False, "minmax"), (1, 128, False, "minmax"), (8, 128, True, "minmax"), (8, 128, False, "minmax")]
+    for bits, gs, sym, method in cases:
+        for dtype in (torch.float16, torch.bfloat16):
+            n, k = 4096, 4096
+            codes, s, z, dw = make_weight(n, k, bits, gs, dtype, sym=sym, method=method)
+            wh = quant.dequantize(codes, s, z, bits, torch.float32)
+            for m in (1, 3, 16, 33, 64):
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                b = torch.randn(n, device="cuda", dtype=dtype)
+                ref = x.float() @ wh.T + b.float()
+                torch_err = rel(F.linear(x, wh.to(dtype), b), ref)  # torch's own rounding, same weights
+                tol = 1e-3 if dtype == torch.float16 else max(4e-3, 2 * torch_err)
+                bms = [bm for bm in (16, 32, 64) if bm <= max(16, m)]
+                for cfg in ([dict(block_m=bm) for bm in bms] + [dict(block_m=bms[-1], split_k=4, num_warps=8, block_n=128)]
+                            + [dict(block_m=bms[-1], block_n=64, split_k=16, stages=4)]):
+                    e = worst_rel(lambda: gemm_swap(x, dw, b, **cfg), ref)
+                    ok = e <= tol
+                    bad += not ok
+                    log(f"  check W{bits} g{gs} sym={sym} {method} {str(dtype)[6:]} M={m} {cfg}: worst of 3 rel {e:.2e} "
+                        f"(torch {torch_err:.1e}) {'ok' if ok else 'FAIL'}")
+    log(f"check: {bad} failures")
+    return bad
+
+
+def grid_for(m, n, sms=132):
+    out = []
+    for bm in sorted({max(16, min(64, 1 << (m - 1).bit_length())), 16} if m > 16 else {16}):
+        for bn, nw in ((64, 4), (128, 4), (128, 8), (256, 8)):
+            tiles = -(-m // bm) * -(-n // bn)
+            base = max(1, (2 * sms) // tiles)
+            for sp in sorted({max(1, base // 2), base, 2 * base}):
+                out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=3))
+    return out
+
+
+def sweep(n, k, m, dws):
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    res = time_configs(lambda d, **cfg: gemm_swap(x, d, None, **cfg), dws, grid_for(m, n))
+    res.sort(key=lambda r: r[0])
+    for us, cfg in res[:5]:
+        log(f"  {n}x{k} M={m} swap {us:7.2f} us {cfg}")
+    return bg.compare_row(n, k, m, x, dws, "gemm_pairs", "swap", res)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="14336x4096,4096x14336,4096x4096,6144x4096")
+    ap.add_argument("--ms", default="4,16,32,64")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--no-check", action="store_true")
+    a = ap.parse_args()
+    bg.section_env()
+    res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
+    for s in a.shapes.split(","):
+        n, k = map(int, s.split("x"))
+        dws = weights(n, k)
+        for m in map(int, a.ms.split(",")):
+            res["sweep"].append(sweep(n, k, m, dws))
+            with open(os.path.join(a.out, "swap_probe.json"), "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        del dws
+
+
+if __name__ == "__main__":
+    main()
