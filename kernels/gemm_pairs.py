@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from .gemv_words import WIDTHS
-from .splitk_workspace import finish_tile, split_buffers
+from .splitk_workspace import split_buffers, store_tile
 from .layout import DeviceWeight
 from .unpack import _slice_of, inline_ptx, split_slices
 
@@ -155,16 +155,7 @@ def _gemm_pairs_kernel(
         z_o = z_o2
     acc = tl.reshape(tl.join(acc_e, acc_o), [BM, BN])  # column 2c + i = pair c, element i
     offs_n = pid_n * BN + tl.arange(0, BN)
-    n_mask = offs_n < N
-    mn_mask = m_mask[:, None] & n_mask[None, :]
-    off = offs_m[:, None] * N + offs_n[None, :]
-    if SPLIT_K > 1:
-        tl.atomic_add(ws_ptr + off, acc, mask=mn_mask, sem="relaxed")
-        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
-    else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=mn_mask)
+    store_tile(acc, ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
 
 
 def pairs_block_k(block_k: int, w: DeviceWeight) -> Optional[int]:

@@ -36,7 +36,8 @@ import triton.language as tl
 
 from .gemv_words import WIDTHS
 from .layout import DeviceWeight
-from .splitk_workspace import finish_tile, split_buffers
+from .gemm_pairs import pairs_block_k
+from .splitk_workspace import split_buffers, store_tile
 from .unpack import inline_ptx
 
 MIN_DOT_K = 16  # tl.dot needs >= 16 along the reduction dim
@@ -44,67 +45,35 @@ MIN_BN = 64  # one warpgroup MMA covers 64 left-operand rows
 
 
 # PTX decode of 4 codes (pack=4): $2 the 4 bytes; $3/$4 the zero points of elements 0-1 / 2-3
-# (fp16x2 / bf16x2); $5 the field's shift, $9 its mask in both halves (pack=4 passes each
-# int32 operand as four registers, all the same). prmt spreads bytes 0,1 (2,3) into the halves
-# of a word; shift and LOP3 put the field into the mantissa of 1024 (bf16: 128); subtracting the
-# constant gives exact q, subtracting z rounds once (exact for integer zeros). ~2.5 ops a code.
-_PTX_F16_Z = tl.constexpr("""{
-.reg .b32 lo, hi, m;
-mov.b32 m, 0x64006400;
-prmt.b32 lo, $2, 0, 0x4140;
-prmt.b32 hi, $2, 0, 0x4342;
-shr.b32 lo, lo, $5;
-shr.b32 hi, hi, $5;
-lop3.b32 lo, lo, $9, m, 0xEA;
-lop3.b32 hi, hi, $9, m, 0xEA;
-sub.f16x2 lo, lo, m;
-sub.f16x2 hi, hi, m;
-sub.f16x2 $0, lo, $3;
-sub.f16x2 $1, hi, $4;
-}""")
-_PTX_BF16_Z = tl.constexpr("""{
-.reg .b32 lo, hi, m, one, neg, negone;
-mov.b32 m, 0x43004300;
-mov.b32 one, 0x3F803F80;
-mov.b32 neg, 0xC300C300;
-mov.b32 negone, 0xBF80BF80;
-prmt.b32 lo, $2, 0, 0x4140;
-prmt.b32 hi, $2, 0, 0x4342;
-shr.b32 lo, lo, $5;
-shr.b32 hi, hi, $5;
-lop3.b32 lo, lo, $9, m, 0xEA;
-lop3.b32 hi, hi, $9, m, 0xEA;
-fma.rn.bf16x2 lo, lo, one, neg;
-fma.rn.bf16x2 hi, hi, one, neg;
-fma.rn.bf16x2 $0, $3, negone, lo;
-fma.rn.bf16x2 $1, $4, negone, hi;
-}""")
-# symmetric: $3/$4 carry the folded constant -(1024 + 2**(bits-1)) (bf16: -(128 + ...)) instead
-_PTX_F16_SYM = tl.constexpr("""{
-.reg .b32 lo, hi, m;
-mov.b32 m, 0x64006400;
-prmt.b32 lo, $2, 0, 0x4140;
-prmt.b32 hi, $2, 0, 0x4342;
-shr.b32 lo, lo, $5;
-shr.b32 hi, hi, $5;
-lop3.b32 lo, lo, $9, m, 0xEA;
-lop3.b32 hi, hi, $9, m, 0xEA;
-add.f16x2 $0, lo, $3;
-add.f16x2 $1, hi, $4;
-}""")
-_PTX_BF16_SYM = tl.constexpr("""{
-.reg .b32 lo, hi, m, one;
-mov.b32 m, 0x43004300;
-mov.b32 one, 0x3F803F80;
-prmt.b32 lo, $2, 0, 0x4140;
-prmt.b32 hi, $2, 0, 0x4342;
-shr.b32 lo, lo, $5;
-shr.b32 hi, hi, $5;
-lop3.b32 lo, lo, $9, m, 0xEA;
-lop3.b32 hi, hi, $9, m, 0xEA;
-fma.rn.bf16x2 $0, lo, one, $3;
-fma.rn.bf16x2 $1, hi, one, $4;
-}""")
+# (fp16x2 / bf16x2; when symmetric, the folded constant -(1024 + 2**(bits-1)), bf16 -(128 + ..));
+# $5 the field's shift, $9 its mask in both halves (pack=4 passes each int32 operand as four
+# registers, all the same). prmt spreads bytes 0,1 (2,3) into the halves of a word; shift and
+# LOP3 put the field into the mantissa of 1024 (bf16: 128); subtracting the constant gives exact
+# q, subtracting z rounds once (exact for integer zeros). ~2.5 ops a code. bf16 uses FMAs with
+# 1.0 (sub.bf16x2 needs sm_90; the FMA form runs on sm_80 too).
+def _decode_asm(bf16: bool, has_z: bool) -> str:
+    magic = "0x43004300" if bf16 else "0x64006400"
+    extra = ([("one", "0x3F803F80")] + ([("neg", "0xC300C300"), ("negone", "0xBF80BF80")] if has_z else [])) if bf16 else []
+    regs = ".reg .b32 lo, hi, m" + "".join(f", {r}" for r, _ in extra) + ";"
+    consts = [f"mov.b32 m, {magic};"] + [f"mov.b32 {r}, {v};" for r, v in extra]
+    spread = ["prmt.b32 lo, $2, 0, 0x4140;", "prmt.b32 hi, $2, 0, 0x4342;", "shr.b32 lo, lo, $5;",
+              "shr.b32 hi, hi, $5;", "lop3.b32 lo, lo, $9, m, 0xEA;", "lop3.b32 hi, hi, $9, m, 0xEA;"]
+    if has_z and bf16:
+        tail = ["fma.rn.bf16x2 lo, lo, one, neg;", "fma.rn.bf16x2 hi, hi, one, neg;",
+                "fma.rn.bf16x2 $0, $3, negone, lo;", "fma.rn.bf16x2 $1, $4, negone, hi;"]
+    elif has_z:
+        tail = ["sub.f16x2 lo, lo, m;", "sub.f16x2 hi, hi, m;", "sub.f16x2 $0, lo, $3;", "sub.f16x2 $1, hi, $4;"]
+    elif bf16:
+        tail = ["fma.rn.bf16x2 $0, lo, one, $3;", "fma.rn.bf16x2 $1, hi, one, $4;"]
+    else:
+        tail = ["add.f16x2 $0, lo, $3;", "add.f16x2 $1, hi, $4;"]
+    return "\n".join(["{", regs] + consts + spread + tail + ["}"])
+
+
+_PTX_F16_Z = tl.constexpr(_decode_asm(False, True))
+_PTX_BF16_Z = tl.constexpr(_decode_asm(True, True))
+_PTX_F16_SYM = tl.constexpr(_decode_asm(False, False))
+_PTX_BF16_SYM = tl.constexpr(_decode_asm(True, False))
 
 
 @triton.jit
@@ -228,33 +197,12 @@ def _gemm_swap_kernel(
         acc += d * s[:, None]
         s = s2
         z = z2
-    out = tl.trans(acc)  # [BM, BN]
-    mn_mask = m_mask[:, None] & n_mask[None, :]
-    off = offs_m[:, None] * N + offs_n[None, :]
-    if SPLIT_K > 1:
-        tl.atomic_add(ws_ptr + off, out, mask=mn_mask, sem="relaxed")
-        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
-    else:
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + off, out.to(out_ptr.dtype.element_ty), mask=mn_mask)
-
-
-def swap_block_k(block_k: int, w: DeviceWeight) -> Optional[int]:
-    """The K tile: a power of two <= ``block_k`` (at least one dot's worth of rows per slice)
-    dividing the group size; None if the width or group size allows none."""
-    e = 8 // w.bits
-    bk = max(1 << (max(block_k, 1).bit_length() - 1), MIN_DOT_K * e)
-    while bk >= MIN_DOT_K * e:
-        if w.group_size % bk == 0:
-            return bk
-        bk //= 2
-    return None
+    store_tile(tl.trans(acc), ws_ptr, cnt_ptr, out_ptr, bias_ptr, pid, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
 
 
 def swap_supported(w: DeviceWeight) -> bool:
     """Single-plane width and a K tile inside one group."""
-    return w.bits in WIDTHS and swap_block_k(128, w) is not None
+    return w.bits in WIDTHS and pairs_block_k(128, w) is not None
 
 
 def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_m: int = 16,
@@ -275,7 +223,7 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
         raise ValueError(f"gemm_swap: block_n must be a power of two >= {MIN_BN}, got {block_n}")
     if block_m < 16 or block_m > 256 or block_m & (block_m - 1):
         raise ValueError(f"gemm_swap: block_m must be a power of two in 16..256, got {block_m}")
-    bk = swap_block_k(block_k, w)
+    bk = pairs_block_k(block_k, w)
     tiles = k // bk
     split_k = max(1, min(split_k, tiles))
     while tiles % split_k:

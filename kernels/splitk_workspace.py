@@ -67,3 +67,20 @@ def finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask
             y += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mn_mask)
         tl.atomic_xchg(cnt_ptr + tile, 0)
+
+
+@triton.jit
+def store_tile(acc, ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask, N, SPLIT_K: tl.constexpr,
+               HAS_BIAS: tl.constexpr):
+    """Store a program's fp32 [rows, cols] tile: straight to the output (+ bias), or with
+    ``SPLIT_K > 1`` into the workspace, the last program of the tile finishing it."""
+    n_mask = offs_n < N
+    mn_mask = m_mask[:, None] & n_mask[None, :]
+    off = offs_m[:, None] * N + offs_n[None, :]
+    if SPLIT_K > 1:
+        tl.atomic_add(ws_ptr + off, acc, mask=mn_mask, sem="relaxed")
+        finish_tile(ws_ptr, cnt_ptr, out_ptr, bias_ptr, tile, offs_m, offs_n, m_mask, N, SPLIT_K, HAS_BIAS)
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=mn_mask)
