@@ -55,7 +55,7 @@ def check():
     return bad
 
 
-def grid_for(m, n, sms=132, caps=False):
+def grid_for(m, n, sms=132, caps=False, stages=(3,)):
     # caps (--maxnreg): register caps per thread. 16-row tiles use ~198 registers (2 programs
     # per SM), 168 fits 3 without spills (offline sm_90 compile); 32-row tiles 255 (one
     # program), 224 fits 2. On the H100 neither was faster (docs/gpu_kernels.md).
@@ -66,13 +66,14 @@ def grid_for(m, n, sms=132, caps=False):
                 tiles = -(-m // bm) * -(-n // bn)
                 base = max(1, (3 * sms) // tiles)
                 for sp in sorted({max(1, base // 2), base, 2 * base}):
-                    out.append(dict(block_m=bm, block_n=bn, num_warps=4, split_k=min(sp, 32), stages=3, maxnreg=reg))
+                    for st in stages:
+                        out.append(dict(block_m=bm, block_n=bn, num_warps=4, split_k=min(sp, 32), stages=st, maxnreg=reg))
     return out
 
 
-def sweep(n, k, m, dws, caps=False):
+def sweep(n, k, m, dws, caps=False, stages=(3,)):
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n, caps=caps))
+    res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n, caps=caps, stages=stages))
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:5]:
         log(f"  {n}x{k} M={m} pairs {us:7.2f} us {cfg}")
@@ -89,14 +90,16 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--maxnreg", action="store_true", help="also sweep register caps per thread")
+    ap.add_argument("--stages", default="3", help="pipeline depths to sweep, e.g. 3,4,5")
     a = ap.parse_args()
+    stages = tuple(map(int, a.stages.split(",")))
     bg.section_env()
     res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
     for s in a.shapes.split(","):
         n, k = map(int, s.split("x"))
         dws = weights(n, k)
         for m in map(int, a.ms.split(",")):
-            res["sweep"].append(sweep(n, k, m, dws, a.maxnreg))
+            res["sweep"].append(sweep(n, k, m, dws, a.maxnreg, stages))
             with open(os.path.join(a.out, "pairs_probe.json"), "w") as f:
                 json.dump(res, f, indent=1, default=str)
         del dws

@@ -53,20 +53,24 @@ def check():
     return bad
 
 
-def grid_for(m, n, sms=132):
+def grid_for(m, n, stages=(3,), sms=132):
+    """Launch configs for M rows. One pipeline depth: the full tile grid; several (``--stages``,
+    which also deepens the weight-byte prefetch: ``stages - 1`` buffers): the 4-warp tiles only."""
     out = []
+    tiles_nw = ((64, 4), (128, 4), (128, 8), (256, 8)) if len(stages) == 1 else ((64, 4), (128, 4))
     for bm in sorted({max(16, min(64, 1 << (m - 1).bit_length())), 16} if m > 16 else {16}):
-        for bn, nw in ((64, 4), (128, 4), (128, 8), (256, 8)):
+        for bn, nw in tiles_nw:
             tiles = -(-m // bm) * -(-n // bn)
             base = max(1, (2 * sms) // tiles)
             for sp in sorted({max(1, base // 2), base, 2 * base}):
-                out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=3))
+                for st in stages:
+                    out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=st))
     return out
 
 
-def sweep(n, k, m, dws):
+def sweep(n, k, m, dws, stages=(3,)):
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-    res = time_configs(lambda d, **cfg: gemm_swap(x, d, None, **cfg), dws, grid_for(m, n))
+    res = time_configs(lambda d, **cfg: gemm_swap(x, d, None, **cfg), dws, grid_for(m, n, stages))
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:5]:
         log(f"  {n}x{k} M={m} swap {us:7.2f} us {cfg}")
@@ -79,14 +83,16 @@ def main():
     ap.add_argument("--ms", default="4,16,32,64")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--stages", default="3", help="pipeline depths to sweep, e.g. 3,4,5")
     a = ap.parse_args()
+    stages = tuple(map(int, a.stages.split(",")))
     bg.section_env()
     res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
     for s in a.shapes.split(","):
         n, k = map(int, s.split("x"))
         dws = weights(n, k)
         for m in map(int, a.ms.split(",")):
-            res["sweep"].append(sweep(n, k, m, dws))
+            res["sweep"].append(sweep(n, k, m, dws, stages))
             with open(os.path.join(a.out, "swap_probe.json"), "w") as f:
                 json.dump(res, f, indent=1, default=str)
         del dws

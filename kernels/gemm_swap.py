@@ -145,16 +145,18 @@ def _group_params(s_ptr, z_ptr, g, N, offs_n, mask, HAS_Z: tl.constexpr):
 
 
 @triton.jit
-def _swap_prep_kernel(x_ptr, xp_ptr, K, stride_xm, E: tl.constexpr, BKE: tl.constexpr):
-    """One (row, K tile) of the activations with the tile's E slices stored one after another
-    (slice t = codes k0 + E*j + t, j < BKE): contiguous, so the GEMM stages each slice with
-    cp.async straight into the MMA's shared-memory operand."""
+def _swap_prep_kernel(x_ptr, xp_ptr, K, stride_xm, E: tl.constexpr, BKE: tl.constexpr, TP: tl.constexpr):
+    """``TP`` consecutive K tiles of one activation row with each tile's E slices stored one
+    after another (slice t = codes k0 + E*j + t, j < BKE): contiguous, so the GEMM stages each
+    slice with cp.async straight into the MMA's shared-memory operand."""
     m = tl.program_id(0)
-    k0 = tl.program_id(1) * (E * BKE)
+    offs_p = tl.program_id(1) * TP + tl.arange(0, TP)
     offs_t = tl.arange(0, E)
     offs_j = tl.arange(0, BKE)
-    v = tl.load(x_ptr + m * stride_xm + k0 + offs_j[None, :] * E + offs_t[:, None])
-    tl.store(xp_ptr + m * K + k0 + offs_t[:, None] * BKE + offs_j[None, :], v)
+    k0 = (offs_p * (E * BKE))[:, None, None]
+    mask = k0 < K
+    v = tl.load(x_ptr + m * stride_xm + k0 + offs_j[None, None, :] * E + offs_t[None, :, None], mask=mask)
+    tl.store(xp_ptr + m * K + k0 + offs_t[None, :, None] * BKE + offs_j[None, None, :], v, mask=mask)
 
 
 @triton.jit
@@ -232,7 +234,8 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
     ws, cnt, split_k = split_buffers(x.device, split_k, m * w.n, grid_mn)
     e = 8 // w.bits
     xp = torch.empty(m, k, dtype=x.dtype, device=x.device)
-    _swap_prep_kernel[(m, tiles)](x, xp, k, x.stride(0), e, bk // e, num_warps=1)
+    tp = min(triton.next_power_of_2(tiles), max(1, 1024 // bk))  # ~1024 activations a program
+    _swap_prep_kernel[(m, triton.cdiv(tiles, tp))](x, xp, k, x.stride(0), e, bk // e, tp, num_warps=4)
     out = x.new_empty(m, w.n)
     # the magic-number decode: fp16, or bf16 with codes under 128 (7 mantissa bits)
     magic = x.dtype == torch.float16 or (x.dtype == torch.bfloat16 and w.bits < 8)

@@ -114,6 +114,10 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             k, v = self.cache.update(input_pos, k, v)
+            if mask is None:  # the model chose the cache-attention kernel (TinyLlama.attention_kernel)
+                from .ops import decode_attention
+
+                return self.wo(decode_attention(q, k, v, input_pos).transpose(1, 2).reshape(b, t, -1))
             # grouped queries: the `rep` query heads of one KV head become rows of one
             # attention (mask rows repeated to match), so the cache is read once per KV head
             # instead of being copied `rep` times per step
@@ -171,6 +175,10 @@ class TinyLlama(nn.Module):
         "layers.*.mlp.w2": "rowwise",
     }
 
+    # cached steps on CUDA run lowbit's cache-attention kernel (kernels/attention.py) instead of
+    # PyTorch's SDPA with a slot mask; False keeps SDPA everywhere (e2e ``--attention sdpa``)
+    attention_kernel: bool = True
+
     def __init__(self, c: LlamaConfig):
         super().__init__()
         self.config = c
@@ -218,7 +226,8 @@ class TinyLlama(nn.Module):
         x = self.embed(tokens)
         cos, sin = ang.cos()[None, :, None, :].to(x.dtype), ang.sin()[None, :, None, :].to(x.dtype)
         mask = None
-        if input_pos is not None:  # query i may attend to cache slots <= its position
+        if input_pos is not None and not (self.attention_kernel and tokens.is_cuda):
+            # SDPA: query i may attend to cache slots <= its position
             mask = torch.arange(self.max_seq, device=tokens.device)[None, :] <= input_pos[:, None]
         for layer in self.layers:
             x = layer(x, cos, sin, input_pos, mask)

@@ -19,7 +19,7 @@ from .meta import QuantMeta, QWeight
 from .packing import unpack
 from .quant import dequantize
 
-__all__ = ["linear", "linear_impl", "eager_call_ok", "embedding"]
+__all__ = ["linear", "linear_impl", "eager_call_ok", "embedding", "decode_attention"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -122,3 +122,24 @@ def embedding(
 def _(indices, qdata, scales, zeros, layout, bits, group_size, symmetric, dtype, layout_name):
     k = qdata.shape[1] * 8 // bits
     return qdata.new_empty(*indices.shape, k, dtype=dtype)
+
+
+@torch.library.custom_op("lowbit::decode_attention", mutates_args=())
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, input_pos: Tensor) -> Tensor:
+    """Grouped-query attention over a static KV cache: token ``i`` of q [B, H, T, D] attends to
+    slots ``<= input_pos[i]`` of k, v [B, KV, S, D] -> [B, H, T, D]. A Triton kernel on CUDA
+    (kernels/attention.py; what the built-in decoders' cached steps use there), the pure-torch
+    reference elsewhere. An op of its own so torch.compile and CUDA graphs see one node."""
+    from .backends.triton import ensure_kernels
+
+    ensure_kernels()
+    from lowbit.kernels import attention
+
+    if q.is_cuda:
+        return attention.decode_attention(q, k, v, input_pos)
+    return attention.decode_attention_ref(q, k, v, input_pos)
+
+
+@decode_attention.register_fake
+def _(q, k, v, input_pos):
+    return q.new_empty(q.shape)

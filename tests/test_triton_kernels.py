@@ -514,6 +514,16 @@ def test_gemm_swap(bits, gs, sym, split_k, block_m, block_n, m, hqq):
         assert_close(out, reference_linear(x, codes, s, z, bits, bias))
 
 
+@pytest.mark.parametrize("bits,k,gs", [(4, 384, 128), (2, 320, 64), (8, 1408, 128)])
+def test_gemm_swap_prep_partial_last_program(bits, k, gs):
+    """K tiles not filling the activation prep's last program (masked), x a strided row view."""
+    from lowbit.kernels.gemm_swap import gemm_swap
+
+    codes, s, z, dw = make(40, k, bits, gs)
+    x = torch.randn(3, k + 8, device=DEV, dtype=ACT)[:, 4 : 4 + k]
+    assert_close(gemm_swap(x, dw, block_n=64), reference_linear(x, codes, s, z, bits))
+
+
 def test_gemm_swap_rejects():
     from lowbit.kernels.gemm_swap import gemm_swap, swap_supported
 

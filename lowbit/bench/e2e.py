@@ -54,6 +54,8 @@ class E2EResult:
     host_ms_per_step: float = 0.0
     window_ms: list = field(default_factory=list)  # ms per step in each timed window (the median is reported)
     profile: list = field(default_factory=list)  # [kernel, us per step, launches per step], slowest first
+    # attention of the cached steps: "kernel" (lowbit's, on CUDA) or "sdpa" (PyTorch's, with a slot mask)
+    attention: str = "kernel"
 
 
 WARMUP = 8  # decode steps before timing: compilation, CUDA-graph warm-up and recording, clocks
@@ -67,7 +69,7 @@ def _weight_bytes(model) -> int:
 
 def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=torch.bfloat16, prompt: int = 64,
                tokens: int = 32, compile: bool = True, seed: int = 0, profile: int = 0,
-               unwrap: bool = True, fused: bool = True) -> E2EResult:
+               unwrap: bool = True, fused: bool = True, attention: str = "kernel") -> E2EResult:
     """Build, quantize, prefill ``prompt`` tokens, run ``WARMUP`` decode steps, then time
     ``tokens`` more in up to 4 windows; per-step time is the median window's (a short
     hiccup in one window does not move it; the windows are in the result).
@@ -76,11 +78,16 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     outputs: per-row quantization). ``unwrap`` (when compiling a quantized config): store the
     LowBitTensor weights as plain tensors first (:func:`lowbit.unwrap_for_compile`), so the
     host does not unwrap every weight on every step. ``profile > 0``: then run that many more steps under torch.profiler
-    and keep the time per kernel (``E2EResult.profile``)."""
+    and keep the time per kernel (``E2EResult.profile``). ``attention``: "kernel" runs the cached
+    steps' attention through lowbit's cache-attention kernel on CUDA (every config alike), "sdpa"
+    through PyTorch's scaled_dot_product_attention with a slot mask."""
+    if attention not in ("kernel", "sdpa"):
+        raise ValueError(f"run_config: attention must be 'kernel' or 'sdpa', got {attention!r}")
     import lowbit
     from lowbit.models import build_model
 
     model = build_model(preset, seed=seed, dtype=dtype, device=device, fused=fused)
+    model.attention_kernel = attention == "kernel"
     configs = _configs()[name]
     for cfg in configs:
         lowbit.quantize_(model, cfg)
@@ -120,7 +127,8 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
         kernels = _profile_steps(lambda: step(nxt, pos + i)[:, -1:].argmax(-1), profile, dev.type == "cuda") if profile else []
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
-                    fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, statistics.median(host_ms), window_ms, kernels)
+                    fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, statistics.median(host_ms), window_ms, kernels,
+                    attention)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -161,13 +169,15 @@ def main(args) -> int:
     dtype = getattr(torch, args.dtype)
     rows = []
     fused, unwrap = not getattr(args, "unfused", False), not getattr(args, "no_unwrap", False)
+    attention = getattr(args, "attention", "kernel")
     print(f"# {args.preset}: {'fused' if fused else 'separate'} q/k/v and gate/up, "
-          f"{'no compile' if args.no_compile else 'compiled' + (', quantized weights unwrapped' if unwrap else '')}")
+          f"{'no compile' if args.no_compile else 'compiled' + (', quantized weights unwrapped' if unwrap else '')}, "
+          f"cached attention: {attention if args.device == 'cuda' else 'sdpa'}")
     for batch in args.batch:
         base: Optional[float] = None
         for name in args.configs:
             r = run_config(args.preset, name, batch, args.device, dtype, args.prompt, args.tokens, not args.no_compile,
-                           profile=getattr(args, "profile", 0), unwrap=unwrap, fused=fused)
+                           profile=getattr(args, "profile", 0), unwrap=unwrap, fused=fused, attention=attention)
             base = r.tokens_per_s if name == "bf16" else base
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
@@ -197,6 +207,9 @@ def add_parser(sub) -> None:
                    help="separate q/k/v and gate/up Linears (default: fused, as serving engines run them)")
     p.add_argument("--no-unwrap", action="store_true",
                    help="compile the LowBitTensor weights as they are (the host unwraps each one every step)")
+    p.add_argument("--attention", default="kernel", choices=["kernel", "sdpa"],
+                   help="cached steps' attention on CUDA, for every config: lowbit's cache-attention kernel "
+                        "(default) or PyTorch's SDPA with a slot mask (the runs before it)")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="after timing, profile STEPS more decode steps and print device time per kernel")
