@@ -23,6 +23,7 @@ from lowbit import quant  # noqa: E402
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
 ensure_kernels()
+from lowbit.kernels import dispatch  # noqa: E402
 from lowbit.kernels.gemm_swap import gemm_swap  # noqa: E402
 
 
@@ -58,6 +59,13 @@ def grid_for(m, n, stages=(3,), sms=132):
     which also deepens the weight-byte prefetch: ``stages - 1`` buffers): the 4-warp tiles only."""
     out = []
     tiles_nw = ((64, 4), (128, 4), (128, 8), (256, 8)) if len(stages) == 1 else ((64, 4), (128, 4))
+    if m > 64:  # large M: 64-128-token tiles; 8 warps keep 64 weight rows (two accumulators) per warpgroup
+        for bm, bn, nw in ((64, 128, 8), (128, 128, 8), (64, 256, 8), (128, 64, 4), (64, 64, 4)):
+            tiles = -(-m // bm) * -(-n // bn)
+            for sp in sorted({1, max(1, sms // tiles)}):
+                for st in stages:
+                    out.append(dict(block_m=bm, block_n=bn, num_warps=nw, split_k=min(sp, 32), stages=st))
+        return out
     for bm in sorted({max(16, min(64, 1 << (m - 1).bit_length())), 16} if m > 16 else {16}):
         for bn, nw in tiles_nw:
             tiles = -(-m // bm) * -(-n // bn)
@@ -74,7 +82,15 @@ def sweep(n, k, m, dws, stages=(3,)):
     res.sort(key=lambda r: r[0])
     for us, cfg in res[:5]:
         log(f"  {n}x{k} M={m} swap {us:7.2f} us {cfg}")
-    return bg.compare_row(n, k, m, x, dws, "gemm_pairs", "swap", res)
+    other = "gemm_pairs"
+    if m > 64:  # against what served this M before gemm_swap's range reached 128
+        old = dispatch.thresholds()
+        dispatch.set_thresholds(swap_max_m=64)
+        try:
+            other = dispatch.choose(m, dws[0], "none", x.device)
+        finally:
+            dispatch.set_thresholds(**{f: getattr(old, f) for f in old.__dataclass_fields__})
+    return bg.compare_row(n, k, m, x, dws, other, "swap", res)
 
 
 def main():

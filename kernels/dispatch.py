@@ -47,15 +47,15 @@ class Thresholds:
     where split-K gave 1.05-1.39x);
     M <= swap_max_m, a single-plane width, a GPU with warpgroup MMA (sm_90+): the
     weights-left GEMM (H100, 5 Llama shapes: 1.21-1.83x cuBLAS at M = 32 where the pairs
-    gave 0.92-1.51x, 0.93-1.64x at M = 64 (pairs 0.62-0.98x)); without it the pairs serve
-    up to their own limit;
+    gave 0.92-1.51x, 0.93-1.64x at M = 64 (pairs 0.62-0.98x), 0.93-0.96x on the three large
+    shapes at M = 128 with 128-token tiles); without it the pairs serve up to their own limit;
     M <= splitk_max_m: split-K GEMM; M < dequant_min_m: GEMM; else dequantize + cuBLAS.
     """
 
     gemv_max_m: int = 1
     words_max_m: int = 1
     pairs_max_m: int = 16
-    swap_max_m: int = 64
+    swap_max_m: int = 128
     dp4a_min_nk: Optional[int] = None
     splitk_max_m: int = 127
     dequant_min_m: int = 128
@@ -195,6 +195,16 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
         bm = 16 if m <= 16 else 32
         tiles = -(-m // bm) * -(-w.n // 256)
         return dict(block_m=bm, block_n=256, block_k=128, split_k=max(1, min(32, 3 * sms // tiles)), num_warps=4,
+                    stages=3)
+    if family == "gemm_swap" and m > 64:
+        # H100 sweep (benchmarks/gpu_swap_probe.py --ms 128, 5 Llama shapes): 128-token tiles;
+        # 64 weight rows on 4 warps where those tiles alone fill the SMs, else 128 rows on 8
+        # warps (64 a warpgroup: two fp32 accumulators fit) with K split to ~1 program per SM:
+        # within 12% of the best config on every shape
+        if -(-m // 128) * -(-w.n // 64) >= sms:
+            return dict(block_m=128, block_n=64, block_k=128, split_k=1, num_warps=4, stages=3)
+        tiles = -(-m // 128) * -(-w.n // 128)
+        return dict(block_m=128, block_n=128, block_k=128, split_k=max(1, min(32, sms // tiles)), num_warps=8,
                     stages=3)
     if family == "gemm_swap":
         # H100 sweep (benchmarks/gpu_swap_probe.py, 5 Llama shapes, M 8-64): 128 weight rows,

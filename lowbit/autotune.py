@@ -121,6 +121,10 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
         return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=st)
                 for bm in bms for bn in ((256,) if quick else (128, 256))
                 for s in ((4, 16) if quick else (1, 2, 4, 8, 16, 32)) for st in ((3,) if quick else (3, 4))]
+    if family == "gemm_swap" and m > 64:  # 64-128-token tiles; 8 warps put 64 weight rows on each warpgroup
+        return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=nw, stages=3)
+                for bm in ((128,) if quick else (64, 128)) for bn, nw in ((64, 4), (128, 8), (256, 8))
+                for s in ((1, 4) if quick else (1, 2, 4))]
     if family == "gemm_swap":
         top = max(16, min(64, 1 << (m - 1).bit_length()))
         return [dict(block_m=bm, block_n=bn, block_k=128, split_k=s, num_warps=4, stages=3)

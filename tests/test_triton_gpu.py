@@ -38,7 +38,7 @@ def weight(n, k, bits, gs, dtype, sym=False):
 
 _FAMILIES = [("gemv_dp4a", 1), ("gemv_words", 1), ("gemv_words", 2), ("gemv_revsplitk", 1), ("gemv_splitk", 1), ("gemm_splitk", 16),
              ("gemm_pairs", 1), ("gemm_pairs", 5), ("gemm_pairs", 16), ("gemm_pairs", 33), ("gemm_pairs", 64),
-             ("gemm_swap", 3), ("gemm_swap", 17), ("gemm_swap", 33), ("gemm_swap", 64), ("gemm", 200), ("dequant_cublas", 300)]
+             ("gemm_swap", 3), ("gemm_swap", 17), ("gemm_swap", 33), ("gemm_swap", 64), ("gemm_swap", 100), ("gemm_swap", 128), ("gemm", 200), ("dequant_cublas", 300)]
 
 
 # reverse split-K serves packed widths only (8-bit goes through gemv_splitk), the word GEMV
@@ -74,6 +74,7 @@ def test_float_families_realistic(family, m, bits, dtype):
                                               maxnreg=224)),
     ("gemm_swap", 64, 4, torch.float16, dict(block_m=64, block_n=128, block_k=128, split_k=8, num_warps=4, stages=3)),
     ("gemm_swap", 33, 2, torch.bfloat16, dict(block_m=16, block_n=64, block_k=128, split_k=16, num_warps=4, stages=3)),
+    ("gemm_swap", 128, 4, torch.bfloat16, dict(block_m=128, block_n=128, block_k=128, split_k=8, num_warps=8, stages=3)),
     ("gemv_words", 1, 4, torch.float16, None), ("gemv_words", 4, 4, torch.bfloat16, None)])
 def test_splitk_finish_repeated(family, m, bits, dtype, cfg):
     """Every one of 20 calls through the split-K workspace is right. Before the barrier in

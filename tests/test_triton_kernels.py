@@ -224,19 +224,20 @@ def test_dispatch_table():
     assert dispatch.choose(1, make(16, 256, 3, 128)[3]) == "gemv_revsplitk"  # two planes
     assert dispatch.choose(1, make(18, 256, 8, 128)[3]) == "gemv_splitk"  # N % 4 != 0
     # single-plane widths with a K tile inside one group: the column-pair GEMM from M = 2 to 16,
-    # the weights-left GEMM from 17 to 64
+    # the weights-left GEMM from 17 to 128
     for m in (2, 4, 16):
         assert dispatch.choose(m, dw4) == "gemm_pairs"
-    for m in (17, 33, 64):
+    for m in (17, 33, 64, 65, 128):
         assert dispatch.choose(m, dw4) == "gemm_swap"
-    assert dispatch.choose(65, dw4) == "gemm_splitk"
+    assert dispatch.choose(129, dw4) == "dequant_cublas"
+    cfg = dispatch.config("gemm_swap", 100, dw4, torch.device("cpu"))
+    assert (cfg["block_m"], cfg["block_n"], cfg["num_warps"]) == (128, 128, 8)  # 1 tile: K split instead
     _, _, _, dw3 = make(16, 256, 3, 128)  # two planes: the split-K GEMM
     assert dispatch.choose(4, dw3) == "gemm_splitk"
     assert dispatch.choose(64, dw3) == "gemm_splitk"  # 16 columns: too few tiles for the plain GEMM
     assert dispatch.choose(16, make(16, 256, 1, 64)[3]) == "gemm_splitk"  # 1-bit g64: 8-row slices
     _, _, _, wide = make(64 * 132, 64, 3, 32)
     assert dispatch.choose(64, wide) == "gemm"  # enough 64x64 tiles for a program per SM
-    assert dispatch.choose(128, dw4) == "dequant_cublas"
     assert dispatch.choose(4096, dw4) == "dequant_cublas"
     old_t = dispatch.thresholds()
     try:
@@ -491,7 +492,8 @@ def test_gemm_pairs(bits, gs, sym, split_k, block_m, block_n, m, hqq):
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("gs,sym,split_k,block_m,block_n,m,hqq", [
     (128, False, 1, 16, 64, 1, False), (None, True, 3, 16, 64, 5, False), (64, False, 2, 16, 128, 15, True),
-    (256, True, 4, 32, 64, 3, False), (128, False, 2, 16, 64, 37, False), (256, False, 4, 32, 64, 33, True)])
+    (256, True, 4, 32, 64, 3, False), (128, False, 2, 16, 64, 37, False), (256, False, 4, 32, 64, 33, True),
+    (128, False, 2, 128, 64, 70, False)])
 def test_gemm_swap(bits, gs, sym, split_k, block_m, block_n, m, hqq):
     """Weights-left tensor-core GEMM: every single-plane width, sym/asym (integer and HQQ float
     zeros), groups and per-channel, K splits through the self-cleaning workspace (three calls),
