@@ -164,7 +164,7 @@ def _gemm_swap_kernel(
     xp_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr, M, N, K, GS, K_SPLIT,
     BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, STAGES: tl.constexpr, MAGIC: tl.constexpr,
-    ASM: tl.constexpr, WARPS: tl.constexpr, PERM: tl.constexpr,
+    ASM: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
     BKE: tl.constexpr = BK // E
@@ -174,22 +174,10 @@ def _gemm_swap_kernel(
     num_n = tl.cdiv(N, BN)
     pid_m = pid // num_n
     pid_n = pid % num_n
-    # Row order (PERM). The MMA's register operand gives a thread tile rows l4 + 8h + 16w +
-    # 16*WARPS*g (lane // 4, half, warp, repeat g < 2); tile row rho then holds weight row
-    # n = 4*(8w + l4) + 2g + h, so a thread's 4 rows are adjacent bytes of the N-contiguous
-    # codes: one 32-bit shared load instead of four byte loads (main loop 16-27% shorter in an
-    # offline sm_90 compile). The bytes are loaded in natural order and permuted in registers;
-    # scales, zeros and the output use offs_n. Any order is correct.
-    offs_nat = pid_n * BN + tl.arange(0, BN)
-    if PERM:
-        rho = tl.arange(0, BN)
-        offs_n = pid_n * BN + (((rho >> 4) % WARPS) * 8 + (rho & 7)) * 4 + (rho // (16 * WARPS)) * 2 + ((rho >> 3) & 1)
-    else:
-        offs_n = offs_nat
+    offs_n = pid_n * BN + tl.arange(0, BN)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_j = tl.arange(0, BKE)
     n_mask = offs_n < N
-    nat_mask = offs_nat < N
     m_mask = offs_m < M
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     k_lo = pid_k * K_SPLIT
@@ -197,9 +185,7 @@ def _gemm_swap_kernel(
     # the group's scale/zero are loaded one tile ahead (codes and x are staged by the pipeliner)
     s, z = _group_params(s_ptr, z_ptr, k_lo // GS, N, offs_n, n_mask, HAS_Z)
     for k0 in tl.range(k_lo, k_hi, BK, num_stages=STAGES):
-        b = tl.load(q_ptr + (k0 // E + offs_j)[None, :] * N + offs_nat[:, None], mask=nat_mask[:, None], other=0)
-        if PERM:
-            b = tl.reshape(tl.permute(tl.reshape(b, [WARPS, 8, 2, 2, BKE]), (2, 0, 3, 1, 4)), [BN, BKE])
+        b = tl.load(q_ptr + (k0 // E + offs_j)[None, :] * N + offs_n[:, None], mask=n_mask[:, None], other=0)
         s2, z2 = _group_params(s_ptr, z_ptr, (k0 + BK) // GS, N, offs_n, (k0 + BK < k_hi) & n_mask, HAS_Z)
         zq = z.to(DT)[:, None]
         d = tl.zeros([BN, BM], dtype=tl.float32)
@@ -257,10 +243,6 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
         xp, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         ws, cnt, out, m, w.n, k, w.group_size, tiles // split_k * bk,
         w.bits, w.zeros is not None, bias is not None, split_k, block_m, block_n, bk, stages,
-        magic, magic and inline_ptx(x.device) and asm, num_warps,
-        # the row order pays where Triton keeps the decoded tile in registers: two 64-row MMA
-        # repeats per warpgroup and at most 64 tokens (offline sm_90 compile; otherwise the
-        # tile goes through shared memory either way and the permutation only adds work)
-        block_n == 32 * num_warps and block_m <= 64, num_warps=num_warps,
+        magic, magic and inline_ptx(x.device) and asm, num_warps=num_warps,
     )
     return out
