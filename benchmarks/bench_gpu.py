@@ -61,6 +61,33 @@ def worst_rel(fn, ref, calls=3):
     return max(rel(fn(), ref) for _ in range(calls))
 
 
+def check_gemm(run, cases, configs_for, ms=(1, 3, 16, 33, 64), n=4096, k=4096):
+    """Correctness of a GEMM launcher ``run(x, w, bias, **cfg)`` at a realistic shape: for each
+    (bits, group, symmetric, method) case, fp16 and bf16, every M and every config
+    ``configs_for(m)``, the worst of 3 calls against the fp32 reference (fp16: <= 1e-3; bf16:
+    <= max(4e-3, 2x torch's own error on the same weights)). Returns the number of failures."""
+    from lowbit import quant
+
+    bad = 0
+    for bits, gs, sym, method in cases:
+        for dtype in (torch.float16, torch.bfloat16):
+            codes, s, z, dw = make_weight(n, k, bits, gs, dtype, sym=sym, method=method)
+            wh = quant.dequantize(codes, s, z, bits, torch.float32)
+            for m in ms:
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                b = torch.randn(n, device="cuda", dtype=dtype)
+                ref = x.float() @ wh.T + b.float()
+                torch_err = rel(F.linear(x, wh.to(dtype), b), ref)  # torch's own rounding, same weights
+                tol = 1e-3 if dtype == torch.float16 else max(4e-3, 2 * torch_err)
+                for cfg in configs_for(m):
+                    e = worst_rel(lambda: run(x, dw, b, **cfg), ref)
+                    bad += not e <= tol
+                    log(f"  check W{bits} g{gs} sym={sym} {method} {str(dtype)[6:]} M={m} {cfg}: worst of 3 rel {e:.2e} "
+                        f"(torch {torch_err:.1e}) {'ok' if e <= tol else 'FAIL'}")
+    log(f"check: {bad} failures")
+    return bad
+
+
 def make_weight(n, k, bits, gs, dtype, sym=False, real=True, method="minmax"):
     """Returns (codes [N,K] uint8, scales, zeros, DeviceWeight) on cuda."""
     from lowbit import packing, quant

@@ -13,13 +13,11 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import log, make_weight, rel, time_configs, weight_copies as weights, worst_rel  # noqa: E402
+from bench_gpu import log, time_configs, weight_copies as weights  # noqa: E402
 
-from lowbit import quant  # noqa: E402
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
 ensure_kernels()
@@ -28,31 +26,16 @@ from lowbit.kernels.gemm_pairs import gemm_pairs  # noqa: E402
 from lowbit.kernels.gemv_words import words_supported  # noqa: E402
 
 
+def _check_configs(m):
+    bms = [bm for bm in (16, 32, 64) if bm <= max(16, m)]
+    return ([dict(block_m=bm) for bm in bms] + [dict(block_m=bm, split_k=4, num_warps=8) for bm in bms]
+            + [dict(block_m=bms[-1], block_n=256, split_k=16, stages=4)])
+
+
 def check():
-    bad = 0
     cases = [(4, 128, False, "minmax"), (4, 32, True, "minmax"), (4, None, False, "minmax"), (4, 64, False, "hqq"),
              (2, 128, False, "minmax"), (1, 128, False, "minmax"), (8, 128, True, "minmax")]
-    for bits, gs, sym, method in cases:
-        for dtype in (torch.float16, torch.bfloat16):
-            n, k = 4096, 4096
-            codes, s, z, dw = make_weight(n, k, bits, gs, dtype, sym=sym, method=method)
-            wh = quant.dequantize(codes, s, z, bits, torch.float32)
-            for m in (1, 3, 16, 33, 64):
-                x = torch.randn(m, k, device="cuda", dtype=dtype)
-                b = torch.randn(n, device="cuda", dtype=dtype)
-                ref = x.float() @ wh.T + b.float()
-                torch_err = rel(F.linear(x, wh.to(dtype), b), ref)  # torch's own rounding, same weights
-                tol = 1e-3 if dtype == torch.float16 else max(4e-3, 2 * torch_err)
-                bms = [bm for bm in (16, 32, 64) if bm <= max(16, m)]
-                for cfg in ([dict(block_m=bm) for bm in bms] + [dict(block_m=bm, split_k=4, num_warps=8) for bm in bms]
-                            + [dict(block_m=bms[-1], block_n=256, split_k=16, stages=4)]):
-                    e = worst_rel(lambda: gemm_pairs(x, dw, b, **cfg), ref)
-                    ok = e <= tol
-                    bad += not ok
-                    log(f"  check W{bits} g{gs} sym={sym} {method} {str(dtype)[6:]} M={m} {cfg}: worst of 3 rel {e:.2e} "
-                        f"(torch {torch_err:.1e}) {'ok' if ok else 'FAIL'}")
-    log(f"check: {bad} failures")
-    return bad
+    return bg.check_gemm(gemm_pairs, cases, _check_configs)
 
 
 def grid_for(m, n, sms=132, caps=False, stages=(3,)):

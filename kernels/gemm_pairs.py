@@ -171,6 +171,27 @@ def pairs_block_k(block_k: int, w: DeviceWeight) -> Optional[int]:
     return None
 
 
+def gemm_plan(name: str, x: torch.Tensor, w: DeviceWeight, block_m: int, block_n: int, block_k: int,
+              split_k: int) -> tuple:
+    """The launch plan both tensor-core GEMMs (``gemm_pairs``, ``gemm_swap``) share: x checked
+    against w, the K tile (inside one group), a K split dividing the tile count (1 when the
+    problem does not fit the split-K workspace) and the output-tile count.
+    -> (K tile, tiles, split_k, output tiles, workspace sums, counters)."""
+    m, k = x.shape
+    if k != w.k:
+        raise ValueError(f"{name} expects x [M, {w.k}], got {tuple(x.shape)}")
+    if x.stride(1) != 1:
+        raise ValueError(f"{name}: x rows must be contiguous")
+    bk = pairs_block_k(block_k, w)
+    tiles = k // bk
+    split_k = max(1, min(split_k, tiles))
+    while tiles % split_k:
+        split_k -= 1
+    grid_mn = triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n)
+    ws, cnt, split_k = split_buffers(x.device, split_k, m * w.n, grid_mn)
+    return bk, tiles, split_k, grid_mn, ws, cnt
+
+
 def pairs_supported(w: DeviceWeight) -> bool:
     """Single-plane width, whole column pairs, a K tile inside one group."""
     return w.bits in WIDTHS and w.n % 2 == 0 and pairs_block_k(128, w) is not None
@@ -182,11 +203,6 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
     """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests), rows contiguous -> [M, N] x.dtype.
     ``maxnreg``: a register cap per thread (CUDA), to fit more programs per SM (on the H100 it
     was not faster, docs/gpu_kernels.md; kept for tuning on other GPUs)."""
-    m, k = x.shape
-    if k != w.k:
-        raise ValueError(f"gemm_pairs expects x [M, {w.k}], got {tuple(x.shape)}")
-    if x.stride(1) != 1:
-        raise ValueError("gemm_pairs: x rows must be contiguous")
     if not pairs_supported(w):
         raise ValueError(f"gemm_pairs needs 1/2/4/8-bit codes, even N and a group size of >= {MIN_DOT_K} slice "
                          f"rows; got bits={w.bits}, N={w.n}, group_size={w.group_size}")
@@ -194,13 +210,8 @@ def gemm_pairs(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
         raise ValueError(f"gemm_pairs: block_n must be a power of two >= 32, got {block_n}")
     if block_m < 16 or block_m > 128 or block_m & (block_m - 1):
         raise ValueError(f"gemm_pairs: block_m must be a power of two in 16..128 (one tensor-core tile), got {block_m}")
-    bk = pairs_block_k(block_k, w)
-    tiles = k // bk
-    split_k = max(1, min(split_k, tiles))
-    while tiles % split_k:
-        split_k -= 1
-    grid_mn = triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n)
-    ws, cnt, split_k = split_buffers(x.device, split_k, m * w.n, grid_mn)
+    bk, tiles, split_k, grid_mn, ws, cnt = gemm_plan("gemm_pairs", x, w, block_m, block_n, block_k, split_k)
+    m, k = x.shape
     out = x.new_empty(m, w.n)
     _gemm_pairs_kernel[(grid_mn, split_k)](
         x, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,

@@ -36,8 +36,8 @@ import triton.language as tl
 
 from .gemv_words import WIDTHS
 from .layout import DeviceWeight
-from .gemm_pairs import pairs_block_k
-from .splitk_workspace import split_buffers, store_tile
+from .gemm_pairs import gemm_plan, pairs_block_k
+from .splitk_workspace import store_tile
 from .unpack import inline_ptx
 
 MIN_DOT_K = 16  # tl.dot needs >= 16 along the reduction dim
@@ -213,11 +213,6 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
     """y = x @ W.T (+ bias). x: [M, K] fp16/bf16 (fp32 for CPU tests), rows contiguous -> [M, N] x.dtype.
     block_m: activation rows per program (the MMA's right side, 16..256); block_n: weight rows
     per program (the left side, >= 64 per 4 warps)."""
-    m, k = x.shape
-    if k != w.k:
-        raise ValueError(f"gemm_swap expects x [M, {w.k}], got {tuple(x.shape)}")
-    if x.stride(1) != 1:
-        raise ValueError("gemm_swap: x rows must be contiguous")
     if not swap_supported(w):
         raise ValueError(f"gemm_swap needs 1/2/4/8-bit codes and a group size of >= {MIN_DOT_K} slice rows; "
                          f"got bits={w.bits}, group_size={w.group_size}")
@@ -225,13 +220,8 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
         raise ValueError(f"gemm_swap: block_n must be a power of two >= {MIN_BN}, got {block_n}")
     if block_m < 16 or block_m > 256 or block_m & (block_m - 1):
         raise ValueError(f"gemm_swap: block_m must be a power of two in 16..256, got {block_m}")
-    bk = pairs_block_k(block_k, w)
-    tiles = k // bk
-    split_k = max(1, min(split_k, tiles))
-    while tiles % split_k:
-        split_k -= 1
-    grid_mn = triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n)
-    ws, cnt, split_k = split_buffers(x.device, split_k, m * w.n, grid_mn)
+    bk, tiles, split_k, grid_mn, ws, cnt = gemm_plan("gemm_swap", x, w, block_m, block_n, block_k, split_k)
+    m, k = x.shape
     e = 8 // w.bits
     xp = torch.empty(m, k, dtype=x.dtype, device=x.device)
     tp = min(triton.next_power_of_2(tiles), max(1, 1024 // bk))  # ~1024 activations a program
