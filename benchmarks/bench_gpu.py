@@ -184,6 +184,10 @@ def section_check():
             if fam == "gemv_revsplitk" and bits == 8:
                 continue
             plan.append((fam, m, bits, 128))
+    # the single-plane families (the defaults at M = 1, 2-16 and 17-128 on sm_90) and the dp4a GEMV
+    plan += [(fam, m, bits, 128) for fam, m in (("gemv_words", 1), ("gemm_pairs", 16), ("gemm_swap", 32),
+                                                ("gemm_swap", 128)) for bits in (1, 2, 4, 8)]
+    plan += [("gemv_dp4a", 1, 4, 128), ("gemm_swap", 64, 4, 32), ("gemm_pairs", 5, 4, None)]
     plan += [("gemv_revsplitk", 1, 4, 32), ("gemv_revsplitk", 1, 4, None), ("gemm_splitk", 8, 4, 256),
              ("gemm_splitk", 8, 3, None), ("gemm", 200, 4, 32), ("gemm", 200, 3, None)]
     for dtype in (torch.float16, torch.bfloat16):
