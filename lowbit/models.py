@@ -178,6 +178,7 @@ class TinyLlama(nn.Module):
     # cached steps on CUDA run lowbit's cache-attention kernel (kernels/attention.py) instead of
     # PyTorch's SDPA with a slot mask; False keeps SDPA everywhere (e2e ``--attention sdpa``)
     attention_kernel: bool = True
+    _attention_kernel_ok: bool = False  # set by setup_cache on CUDA: triton importable
 
     def __init__(self, c: LlamaConfig):
         super().__init__()
@@ -210,6 +211,10 @@ class TinyLlama(nn.Module):
         for layer in self.layers:  # the layer's own (per-rank, under tensor parallel) KV head count
             layer.attn.cache = KVCache(batch, layer.attn.kv, max_seq, layer.attn.hd, dtype, p.device)
         self.max_seq = max_seq
+        if p.device.type == "cuda":  # decided here, outside the compiled step
+            from .ops import decode_attention_available
+
+            self._attention_kernel_ok = decode_attention_available()
 
     def init_buffers(self, device) -> None:
         """(Re)compute the non-persistent buffers on ``device``: needed after loading a
@@ -226,7 +231,7 @@ class TinyLlama(nn.Module):
         x = self.embed(tokens)
         cos, sin = ang.cos()[None, :, None, :].to(x.dtype), ang.sin()[None, :, None, :].to(x.dtype)
         mask = None
-        if input_pos is not None and not (self.attention_kernel and tokens.is_cuda):
+        if input_pos is not None and not (self.attention_kernel and tokens.is_cuda and self._attention_kernel_ok):
             # SDPA: query i may attend to cache slots <= its position
             mask = torch.arange(self.max_seq, device=tokens.device)[None, :] <= input_pos[:, None]
         for layer in self.layers:

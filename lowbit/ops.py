@@ -124,17 +124,34 @@ def _(indices, qdata, scales, zeros, layout, bits, group_size, symmetric, dtype,
     return qdata.new_empty(*indices.shape, k, dtype=dtype)
 
 
+def _attention_module():
+    try:
+        from .backends.triton import ensure_kernels
+
+        ensure_kernels()
+        from lowbit.kernels import attention
+    except ImportError as e:
+        raise RuntimeError(f"lowbit::decode_attention needs triton (pip install 'lowbit[triton]'): {e}") from e
+    return attention
+
+
+@functools.lru_cache(maxsize=None)
+def decode_attention_available() -> bool:
+    """Whether the cache-attention op can run here (triton importable)."""
+    try:
+        _attention_module()
+    except RuntimeError:
+        return False
+    return True
+
+
 @torch.library.custom_op("lowbit::decode_attention", mutates_args=())
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, input_pos: Tensor) -> Tensor:
     """Grouped-query attention over a static KV cache: token ``i`` of q [B, H, T, D] attends to
     slots ``<= input_pos[i]`` of k, v [B, KV, S, D] -> [B, H, T, D]. A Triton kernel on CUDA
     (kernels/attention.py; what the built-in decoders' cached steps use there), the pure-torch
     reference elsewhere. An op of its own so torch.compile and CUDA graphs see one node."""
-    from .backends.triton import ensure_kernels
-
-    ensure_kernels()
-    from lowbit.kernels import attention
-
+    attention = _attention_module()
     if q.is_cuda:
         return attention.decode_attention(q, k, v, input_pos)
     return attention.decode_attention_ref(q, k, v, input_pos)
