@@ -128,3 +128,22 @@ def test_e2e_rejects_unknown_attention():
 
     with pytest.raises(ValueError, match="attention must be"):
         run_config("tiny", "bf16", batch=1, device="cpu", attention="flash")
+
+
+def test_decode_attention_without_triton_is_a_clear_error(monkeypatch):
+    """No importable kernels: the op says it needs triton, and the decoder keeps SDPA."""
+    import lowbit.ops as ops
+    from lowbit.backends import triton as tb
+
+    def broken():
+        raise ImportError("No module named 'triton'")
+
+    monkeypatch.setattr(tb, "ensure_kernels", broken)
+    ops.decode_attention_available.cache_clear()
+    try:
+        assert not ops.decode_attention_available()
+        q, k, v, ip = case(1, 4, 2, 1, 8, 16, torch.float32, "cpu")
+        with pytest.raises(RuntimeError, match="needs triton"):
+            torch.ops.lowbit.decode_attention(q, k, v, ip)
+    finally:
+        ops.decode_attention_available.cache_clear()
