@@ -11,8 +11,10 @@ backend (``lowbit.backends.triton``) loads the modules lazily. Map (docs/gpu_ker
 * ``gemm_splitk``    split-K GEMM on tensor cores (M ~ 2-64)
 * ``gemm``           GEMM for large M; int8-activation GEMM (int8 ``tl.dot``)
 * ``gemv_words``     word GEMV (M=1 default); ``gemv_dp4a`` its opt-in dp4a twin
-* ``gemm_pairs``     column-pair tensor-core GEMM (M = 2-64 default)
-* ``splitk_workspace`` the self-cleaning split-K workspace those three share
+* ``gemm_pairs``     column-pair tensor-core GEMM (M = 2-16 default; 2-64 without warpgroup MMA)
+* ``gemm_swap``      weights-left warpgroup-MMA GEMM (M = 17-128 default on sm_90+)
+* ``splitk_workspace`` the self-cleaning split-K workspace those four share
+* ``attention``      attention over a static KV cache for the built-in decoders (not quantized)
 * ``act_quant``      per-token int8 activation quantization (the int8 families' first step)
 * ``dequant``        dequantize-then-cuBLAS path, and the torch reference
 * ``dispatch``       family choice by M / bits / device, overridable config tables
