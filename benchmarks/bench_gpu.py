@@ -88,6 +88,33 @@ def check_gemm(run, cases, configs_for, ms=(1, 3, 16, 33, 64), n=4096, k=4096):
     return bad
 
 
+def probe_main(name, check, sweep, shapes, ms, extra=()):
+    """The command line of a GEMM probe: ``--shapes``, ``--ms``, ``--stages``, ``--no-check``,
+    ``--out`` plus ``extra`` flags [(flag, help)]; runs ``check()`` unless skipped, then
+    ``sweep(n, k, m, weight copies, stages, args)`` per shape and M, writing
+    ``<out>/<name>.json`` after every row."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default=shapes)
+    ap.add_argument("--ms", default=ms)
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--stages", default="3", help="pipeline depths to sweep, e.g. 3,4,5")
+    for flag, text in extra:
+        ap.add_argument(flag, action="store_true", help=text)
+    a = ap.parse_args()
+    stages = tuple(map(int, a.stages.split(",")))
+    section_env()
+    res = {"env": RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
+    for s in a.shapes.split(","):
+        n, k = map(int, s.split("x"))
+        dws = weight_copies(n, k)
+        for m in map(int, a.ms.split(",")):
+            res["sweep"].append(sweep(n, k, m, dws, stages, a))
+            with open(os.path.join(a.out, f"{name}.json"), "w") as f:
+                json.dump(res, f, indent=1, default=str)
+        del dws
+
+
 def make_weight(n, k, bits, gs, dtype, sym=False, real=True, method="minmax"):
     """Returns (codes [N,K] uint8, scales, zeros, DeviceWeight) on cuda."""
     from lowbit import packing, quant

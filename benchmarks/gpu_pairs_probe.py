@@ -7,16 +7,13 @@ graph over weight copies > 4x L2, median of replays / copies.
 
 Usage: PYTHONPATH=. python3 benchmarks/gpu_pairs_probe.py [--shapes 14336x4096,4096x4096] [--ms 1,4,16,64]
 """
-import argparse
-import json
-import os
 import sys
 
 import torch
 
 sys.path.insert(0, "benchmarks")
 import bench_gpu as bg  # noqa: E402
-from bench_gpu import log, time_configs, weight_copies as weights  # noqa: E402
+from bench_gpu import log, time_configs  # noqa: E402
 
 from lowbit.backends.triton import ensure_kernels  # noqa: E402
 
@@ -54,7 +51,8 @@ def grid_for(m, n, sms=132, caps=False, stages=(3,)):
     return out
 
 
-def sweep(n, k, m, dws, caps=False, stages=(3,)):
+def sweep(n, k, m, dws, stages=(3,), args=None):
+    caps = bool(args and args.maxnreg)
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     res = time_configs(lambda d, **cfg: gemm_pairs(x, d, None, **cfg), dws, grid_for(m, n, caps=caps, stages=stages))
     res.sort(key=lambda r: r[0])
@@ -67,25 +65,8 @@ def sweep(n, k, m, dws, caps=False, stages=(3,)):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default="14336x4096,4096x14336,4096x4096")
-    ap.add_argument("--ms", default="1,2,4,8,16")
-    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
-    ap.add_argument("--no-check", action="store_true")
-    ap.add_argument("--maxnreg", action="store_true", help="also sweep register caps per thread")
-    ap.add_argument("--stages", default="3", help="pipeline depths to sweep, e.g. 3,4,5")
-    a = ap.parse_args()
-    stages = tuple(map(int, a.stages.split(",")))
-    bg.section_env()
-    res = {"env": bg.RESULTS["env"], "check_failures": None if a.no_check else check(), "sweep": []}
-    for s in a.shapes.split(","):
-        n, k = map(int, s.split("x"))
-        dws = weights(n, k)
-        for m in map(int, a.ms.split(",")):
-            res["sweep"].append(sweep(n, k, m, dws, a.maxnreg, stages))
-            with open(os.path.join(a.out, "pairs_probe.json"), "w") as f:
-                json.dump(res, f, indent=1, default=str)
-        del dws
+    bg.probe_main("pairs_probe", check, sweep, "14336x4096,4096x14336,4096x4096", "1,2,4,8,16",
+                  extra=[("--maxnreg", "also sweep register caps per thread")])
 
 
 if __name__ == "__main__":
