@@ -70,16 +70,12 @@ def _decode_asm(bf16: bool, has_z: bool) -> str:
     return "\n".join(["{", regs] + consts + spread + tail + ["}"])
 
 
-_PTX_F16_Z = tl.constexpr(_decode_asm(False, True))
-_PTX_BF16_Z = tl.constexpr(_decode_asm(True, True))
-_PTX_F16_SYM = tl.constexpr(_decode_asm(False, False))
-_PTX_BF16_SYM = tl.constexpr(_decode_asm(True, False))
-
-
 @triton.jit
-def _decode_ptx(b, zq, T: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, HAS_Z: tl.constexpr):
+def _decode_ptx(b, zq, T: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, HAS_Z: tl.constexpr,
+                DECODE: tl.constexpr):
     """``q - z`` of field ``T`` of every byte of ``b`` in DT through inline PTX (fp16, or bf16
-    with codes under 128); zq: [BN, 1] zero points in DT (ignored when symmetric)."""
+    with codes under 128); zq: [BN, 1] zero points in DT (ignored when symmetric); DECODE: the
+    ``_decode_asm`` text for DT and HAS_Z."""
     FIELD: tl.constexpr = (1 << BITS) - 1
     sh = tl.full(b.shape, T * BITS, tl.int32)
     mask = tl.full(b.shape, FIELD * 0x10001, tl.int32)
@@ -90,20 +86,8 @@ def _decode_ptx(b, zq, T: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr, HA
             zz = tl.full(b.shape, -(1024.0 + (1 << (BITS - 1))), tl.float16)
         else:
             zz = tl.full(b.shape, -(128.0 + (1 << (BITS - 1))), tl.bfloat16)
-    if DT == tl.float16:
-        if HAS_Z:
-            return tl.inline_asm_elementwise(_PTX_F16_Z, "=r,=r,r,r,r,r,r,r,r,r,r,r,r", [b, zz, sh, mask],
-                                             dtype=tl.float16, is_pure=True, pack=4)
-        else:
-            return tl.inline_asm_elementwise(_PTX_F16_SYM, "=r,=r,r,r,r,r,r,r,r,r,r,r,r", [b, zz, sh, mask],
-                                             dtype=tl.float16, is_pure=True, pack=4)
-    else:
-        if HAS_Z:
-            return tl.inline_asm_elementwise(_PTX_BF16_Z, "=r,=r,r,r,r,r,r,r,r,r,r,r,r", [b, zz, sh, mask],
-                                             dtype=tl.bfloat16, is_pure=True, pack=4)
-        else:
-            return tl.inline_asm_elementwise(_PTX_BF16_SYM, "=r,=r,r,r,r,r,r,r,r,r,r,r,r", [b, zz, sh, mask],
-                                             dtype=tl.bfloat16, is_pure=True, pack=4)
+    return tl.inline_asm_elementwise(DECODE, "=r,=r,r,r,r,r,r,r,r,r,r,r,r", [b, zz, sh, mask],
+                                     dtype=zz.dtype, is_pure=True, pack=4)
 
 
 @triton.jit
@@ -164,7 +148,7 @@ def _gemm_swap_kernel(
     xp_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr, M, N, K, GS, K_SPLIT,
     BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, STAGES: tl.constexpr, MAGIC: tl.constexpr,
-    ASM: tl.constexpr,
+    ASM: tl.constexpr, DECODE: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
     BKE: tl.constexpr = BK // E
@@ -192,7 +176,7 @@ def _gemm_swap_kernel(
         for t in tl.static_range(E):
             xt = tl.load(xp_ptr + offs_m[None, :] * K + (k0 + t * BKE + offs_j)[:, None], mask=m_mask[None, :], other=0.0)
             if ASM:
-                wt = _decode_ptx(b, zq, t, BITS, DT, HAS_Z)
+                wt = _decode_ptx(b, zq, t, BITS, DT, HAS_Z, DECODE)
             else:
                 wt = _decode(b, zq, t, BITS, DT, MAGIC, HAS_Z)
             d = tl.dot(wt, xt, d)
@@ -233,6 +217,7 @@ def gemm_swap(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = N
         xp, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         ws, cnt, out, m, w.n, k, w.group_size, tiles // split_k * bk,
         w.bits, w.zeros is not None, bias is not None, split_k, block_m, block_n, bk, stages,
-        magic, magic and inline_ptx(x.device) and asm, num_warps=num_warps,
+        magic, magic and inline_ptx(x.device) and asm, _decode_asm(x.dtype == torch.bfloat16, w.zeros is not None),
+        num_warps=num_warps,
     )
     return out
