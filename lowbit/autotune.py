@@ -254,7 +254,9 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
         tried = 0
         for fam in families_for(m, act, [f for f in known if f in fam_filter]):
             fam_best, failed = None, []
-            for cfg in search_space(fam, m, quick):
+            # what dispatch would run untuned comes first, so tuning never picks a slower config
+            current = dict(dispatch.config(fam, m, dw, device))
+            for cfg in [current] + [c for c in search_space(fam, m, quick) if c != current]:
                 run = lambda: dispatch.run_family(fam, x, dw, None, **cfg)  # noqa: E731
                 try:
                     run()

@@ -119,3 +119,18 @@ def test_cli_end_to_end_in_the_interpreter(tmp_path):
     assert show.returncode == 0 and "4 winners" in show.stdout
     clear = _cli(["--clear"], tmp_path)
     assert clear.returncode == 0 and not (tmp_path / "autotune.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="an interpreter run on CPU tensors (the GPU path is the CLI test)")
+def test_tune_always_times_the_untuned_dispatch_config(monkeypatch):
+    """A tuned config can only be at least as fast as the untuned one: the dispatch config is
+    the first candidate even when the search space has nothing else (or omits it)."""
+    from lowbit import autotune
+    from lowbit.kernels import dispatch
+
+    monkeypatch.setattr(autotune, "search_space", lambda fam, m, quick=False: [])
+    (res,) = autotune.tune([(64, 128)], [4], [32], ["none"], [2], quick=True, progress=False, write=False,
+                           families=["gemm_splitk"], log=lambda *a: None)
+    _, dw = autotune._problem(64, 128, 4, 32, "none", torch.device("cpu"), torch.float32)
+    assert res.family == "gemm_splitk" and res.config == dict(dispatch.config("gemm_splitk", 2, dw, torch.device("cpu")))
+    assert res.tried == 1
