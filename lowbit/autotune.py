@@ -173,21 +173,34 @@ def families_for(m: int, act: str, available: Iterable[str]) -> list[str]:
     return [f for f in available if f.endswith("_int8") == (act == "int8") and serves(f, m)]
 
 
-def _timer(device: torch.device) -> Callable[[Callable], float]:
+def _timer(device: torch.device) -> Callable[[list], float]:
+    """Median microseconds per call of a list of callables (one per weight copy). On CUDA: the
+    benchmarks' method, all copies in one CUDA graph (device time; a host-timed loop measured
+    the launchers' Python overhead on small problems and picked the wrong families)."""
     if device.type == "cuda":
-        from triton.testing import do_bench
+        from lowbit.bench.cases import time_cuda_graph
 
-        return lambda fn: float(do_bench(fn, warmup=5, rep=25, return_mode="median")) * 1e3
+        return lambda fns: statistics.median(time_cuda_graph(fns, reps=10)[0])
 
-    def cpu_time(fn):  # the interpreter: correctness of the machinery, not meaningful speed
+    def cpu_time(fns):  # the interpreter: correctness of the machinery, not meaningful speed
         ts = []
         for _ in range(2):
             t0 = time.perf_counter()
-            fn()
+            fns[0]()
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts) * 1e6
 
     return cpu_time
+
+
+def _copies(device: torch.device, nbytes: int) -> int:
+    """Weight copies a timing rotates over: > 4x L2 on CUDA, so weights come from memory as
+    in a model; one in the interpreter."""
+    if device.type != "cuda":
+        return 1
+    from lowbit.bench.cases import copies_for, l2_bytes
+
+    return copies_for(nbytes, l2_bytes())
 
 
 @dataclass
@@ -247,9 +260,12 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
             if device.type != "cuda":
                 dtype = torch.float32  # the interpreter's half-precision dot is not trustworthy
             w_dense, dw = _problem(n, k, bits, gsz, act, device, dtype)
+            dws = [dw] + [_problem(n, k, bits, gsz, act, device, dtype)[1]
+                          for _ in range(_copies(device, dw.codes.numel() + 4 * dw.scales.numel()) - 1)]
+            dense = [w_dense] + [torch.randn_like(w_dense) for _ in range(_copies(device, w_dense.nbytes) - 1)]
             cache_key = key
         x = torch.randn(m, k, device=device, dtype=w_dense.dtype)
-        dense_us = timer(lambda: torch.nn.functional.linear(x, w_dense))
+        dense_us = timer([lambda w=w: torch.nn.functional.linear(x, w) for w in dense])
         best: Optional[tuple[float, str, dict]] = None
         tried = 0
         for fam in families_for(m, act, [f for f in known if f in fam_filter]):
@@ -264,7 +280,7 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
                     failed.append(f"{cfg}: {type(e).__name__}: {str(e)[:120]}")
                     continue
                 tried += 1
-                us = timer(run)
+                us = timer([lambda d=d, cfg=cfg: dispatch.run_family(fam, x, d, None, **cfg) for d in dws])
                 if fam_best is None or us < fam_best[0]:
                     fam_best = (us, cfg)
             if fam_best is None:
