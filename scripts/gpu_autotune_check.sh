@@ -10,7 +10,7 @@ gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lo
 export LOWBIT_AUTOTUNE_CACHE="$out/autotune_$gpu.json"
 t0=$(date +%s)
 python3 -m lowbit.cli autotune --preset llama-3.1-8b --bits 4 --group-size 128 \
-    --batch ${BATCHES:-1,2,4,8,16,32,64,128,256,1024} --dtype ${DTYPES:-fp16} --quick --no-progress 2>&1 | tee "$out/autotune.log"
+    --batch ${BATCHES:-1,2,4,8,16,32,64,128,256,1024} --dtype ${DTYPES:-fp16,bf16} --quick --no-progress 2>&1 | tee "$out/autotune.log"
 echo "autotune wall time: $(( $(date +%s) - t0 )) s"
 python3 -m lowbit.cli autotune --show
 # a fresh process: the first call installs the cached configs (file read only) and runs
