@@ -26,6 +26,7 @@ import triton.language as tl
 
 from .layout import DeviceWeight
 from .splitk_workspace import finish_tile, split_buffers
+from .unpack import pdl, pdl_release, pdl_wait
 
 WIDTHS = (1, 2, 4, 8)
 _ONE_BITS = 0x3F800000  # 1.0f
@@ -75,7 +76,7 @@ def _gemv_words_kernel(
     x_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, ws_ptr, cnt_ptr, out_ptr,
     N, RG, RPP, one,
     BITS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
-    BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr, STAGES: tl.constexpr,
+    BNW: tl.constexpr, R: tl.constexpr, PREFETCH: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr,
 ):
     E: tl.constexpr = 8 // BITS
     # fields per shift: 4-bit shares one shift per byte (lowest field at 2**-8); 1/2-bit use
@@ -99,6 +100,8 @@ def _gemv_words_kernel(
     ipc = ch // R  # steps per scale chunk
     ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
     wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
+    if PDL:  # the weights never change; x and the workspace may come from the previous kernel
+        pdl_wait()
     for it in tl.range(0, n_it, num_stages=STAGES):
         r0 = row_lo + it * R
         if PREFETCH:  # next step's words in flight while this step computes
@@ -139,6 +142,8 @@ def _gemv_words_kernel(
             sx = cx
         if PREFETCH:
             wt = wn
+    if PDL:
+        pdl_release()
     finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
 
 
@@ -345,8 +350,10 @@ def gemv_words(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = 
     args = (x, w.codes.view(torch.int32), w.scales, w.zeros if w.zeros is not None else w.scales,
             bias if bias is not None else w.scales, ws, cnt, out)
     if m == 1:  # 1-D accumulators: the multi-row kernel's [1, BNW] tensors cost registers
+        use_pdl = pdl(x.device)
         _gemv_words_kernel[grid](*args, w.n, rg, total_rows // split, _ONE_BITS, w.bits, w.zeros is not None,
-                                 bias is not None, split, bnw, r, bool(prefetch) and stages <= 1, max(stages, 1), **kw)
+                                 bias is not None, split, bnw, r, bool(prefetch) and stages <= 1, max(stages, 1),
+                                 use_pdl, **kw, **({"launch_pdl": True} if use_pdl else {}))
     else:
         _gemv_words_rows_kernel[grid](*args, m, w.n, rg, total_rows // split, x.stride(0), _ONE_BITS, w.bits,
                                       w.zeros is not None, bias is not None, split, 1 << (m - 1).bit_length(), bnw,

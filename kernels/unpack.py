@@ -10,6 +10,7 @@ threading the loaded byte tiles ``b0, b1, b2`` through it.
 
 This module knows nothing about the op, the backend or the tensor subclass.
 """
+import functools
 import os
 
 import triton
@@ -20,6 +21,41 @@ def inline_ptx(device) -> bool:
     """Whether kernels on ``device`` may run inline PTX: CUDA, and not the Triton interpreter
     (which cannot execute it; kernels then take their plain-Triton path)."""
     return device.type == "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_ok(index: int) -> bool:
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    import torch
+
+    # griddepcontrol is sm_90+ PTX; the launch attribute needs a Triton that sets it
+    return "launch_pdl" in getattr(CUDAOptions, "__dataclass_fields__", {}) and torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def pdl(device) -> bool:
+    """Whether launches on ``device`` use programmatic dependent launch: the kernel may start
+    while the previous kernel in the stream finishes, and waits for it (``pdl_wait``) before
+    touching memory that kernel could have written. Hopper and later, a Triton with the
+    ``launch_pdl`` option, inline PTX allowed; ``LOWBIT_PDL=0`` turns it off."""
+    return inline_ptx(device) and os.environ.get("LOWBIT_PDL", "1") != "0" and _pdl_ok(device.index or 0)
+
+
+@triton.jit
+def pdl_wait():
+    """Wait until the previous grid in the stream has completed and its writes are visible
+    (a no-op without programmatic dependent launch)."""
+    tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def pdl_release():
+    """Let the next grid in the stream launch now (it still waits for this one to complete
+    before it reads our results)."""
+    tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False,
+                              pack=1)
 
 
 @triton.jit

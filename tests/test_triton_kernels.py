@@ -588,3 +588,13 @@ def test_quantize_rows_int8_strided_and_bad_input():
     assert torch.equal(sx, rs) and torch.equal(xq, rq)
     with pytest.raises(ValueError, match="2-D float"):
         quantize_rows_int8(torch.zeros(3, 4, dtype=torch.int32, device=DEV))
+
+
+def test_pdl_only_where_it_can_run(monkeypatch):
+    """Programmatic dependent launch needs CUDA sm_90+, inline PTX (not the interpreter) and a
+    Triton with the launch option; LOWBIT_PDL=0 turns it off."""
+    from lowbit.kernels.unpack import pdl
+
+    assert not pdl(torch.device("cpu"))
+    monkeypatch.setenv("LOWBIT_PDL", "0")
+    assert not pdl(torch.device("cuda", 0))
