@@ -99,9 +99,9 @@ def _gemv_words_kernel(
     n_it = RPP // R
     ipc = ch // R  # steps per scale chunk
     ptrs = q_ptr + offs_r[:, None] * NW + offs_w[None, :]
-    wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
-    if PDL:  # the weights never change; x and the workspace may come from the previous kernel
+    if PDL:  # before any load: the previous kernel may have written x, the workspace, even the codes
         pdl_wait()
+    wt = tl.load(ptrs + row_lo.to(tl.int64) * NW, mask=w_mask[None, :], other=0)
     for it in tl.range(0, n_it, num_stages=STAGES):
         r0 = row_lo + it * R
         if PREFETCH:  # next step's words in flight while this step computes
