@@ -61,7 +61,12 @@ def worst_rel(fn, ref, calls=3):
     return max(rel(fn(), ref) for _ in range(calls))
 
 
-def check_gemm(run, cases, configs_for, ms=(1, 3, 16, 33, 64), n=4096, k=4096):
+# (bits, group size (None: per channel), symmetric, quantizer): what the GEMM probes check
+GEMM_CASES = [(4, 128, False, "minmax"), (4, 32, True, "minmax"), (4, None, False, "minmax"), (4, 64, False, "hqq"),
+              (2, 128, False, "minmax"), (1, 128, False, "minmax"), (8, 128, True, "minmax"), (8, 128, False, "minmax")]
+
+
+def check_gemm(run, configs_for, cases=GEMM_CASES, ms=(1, 3, 16, 33, 64), n=4096, k=4096):
     """Correctness of a GEMM launcher ``run(x, w, bias, **cfg)`` at a realistic shape: for each
     (bits, group, symmetric, method) case, fp16 and bf16, every M and every config
     ``configs_for(m)``, the worst of 3 calls against the fp32 reference (fp16: <= 1e-3; bf16:

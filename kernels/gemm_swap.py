@@ -28,6 +28,7 @@ Split-K goes through the self-cleaning workspace (``splitk_workspace.py``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -51,6 +52,7 @@ MIN_BN = 64  # one warpgroup MMA covers 64 left-operand rows
 # LOP3 put the field into the mantissa of 1024 (bf16: 128); subtracting the constant gives exact
 # q, subtracting z rounds once (exact for integer zeros). ~2.5 ops a code. bf16 uses FMAs with
 # 1.0 (sub.bf16x2 needs sm_90; the FMA form runs on sm_80 too).
+@functools.lru_cache(maxsize=None)
 def _decode_asm(bf16: bool, has_z: bool) -> str:
     magic = "0x43004300" if bf16 else "0x64006400"
     extra = ([("one", "0x3F803F80")] + ([("neg", "0xC300C300"), ("negone", "0xBF80BF80")] if has_z else [])) if bf16 else []

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .layout import DeviceWeight
 from .splitk_workspace import finish_tile, split_buffers
-from .unpack import pdl, pdl_release, pdl_wait
+from .unpack import pdl, pdl_wait
 
 WIDTHS = (1, 2, 4, 8)
 _ONE_BITS = 0x3F800000  # 1.0f
@@ -142,8 +142,6 @@ def _gemv_words_kernel(
             sx = cx
         if PREFETCH:
             wt = wn
-    if PDL:
-        pdl_release()
     finish_row(o0, o1, o2, o3, ws_ptr, cnt_ptr, out_ptr, bias_ptr, N, pid_n, offs_w, w_mask, SPLIT_K, BNW, HAS_BIAS)
 
 

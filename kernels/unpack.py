@@ -51,14 +51,6 @@ def pdl_wait():
 
 
 @triton.jit
-def pdl_release():
-    """Let the next grid in the stream launch now (it still waits for this one to complete
-    before it reads our results)."""
-    tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False,
-                              pack=1)
-
-
-@triton.jit
 def _plane(q_ptr, N, row0, k0, offs_j, offs_n, mask, b, T: tl.constexpr, W: tl.constexpr, E: tl.constexpr):
     """Bits of slice ``T`` from the plane of width ``W`` starting at row ``row0``.
 

@@ -193,14 +193,14 @@ def _timer(device: torch.device) -> Callable[[list], float]:
     return cpu_time
 
 
-def _copies(device: torch.device, nbytes: int) -> int:
+def _copies(device: torch.device, *tensors) -> int:
     """Weight copies a timing rotates over: > 4x L2 on CUDA, so weights come from memory as
     in a model; one in the interpreter."""
     if device.type != "cuda":
         return 1
-    from lowbit.bench.cases import copies_for, l2_bytes
+    from lowbit.bench.cases import copies_for, l2_bytes, tensor_bytes
 
-    return copies_for(nbytes, l2_bytes())
+    return copies_for(sum(tensor_bytes(t) for t in tensors if t is not None), l2_bytes())
 
 
 @dataclass
@@ -261,8 +261,8 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
                 dtype = torch.float32  # the interpreter's half-precision dot is not trustworthy
             w_dense, dw = _problem(n, k, bits, gsz, act, device, dtype)
             dws = [dw] + [_problem(n, k, bits, gsz, act, device, dtype)[1]
-                          for _ in range(_copies(device, dw.codes.numel() + 4 * dw.scales.numel()) - 1)]
-            dense = [w_dense] + [torch.randn_like(w_dense) for _ in range(_copies(device, w_dense.nbytes) - 1)]
+                          for _ in range(_copies(device, dw.codes, dw.scales, dw.zeros) - 1)]
+            dense = [w_dense] + [torch.randn_like(w_dense) for _ in range(_copies(device, w_dense) - 1)]
             cache_key = key
         x = torch.randn(m, k, device=device, dtype=w_dense.dtype)
         dense_us = timer([lambda w=w: torch.nn.functional.linear(x, w) for w in dense])
