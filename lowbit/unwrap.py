@@ -38,6 +38,7 @@ class _Spec:
     size: torch.Size
     stride: tuple
     children: tuple  # a _Spec per inner name; None for a plain tensor
+    dtensor: bool = False  # decided here, not in the traced rebuild (dynamo warns on cached calls)
 
 
 def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
@@ -45,7 +46,8 @@ def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
         return None, [t]
     if _is_dtensor(type(t)):  # public API only: DTensor's flatten format changes between releases
         spec, leaves = _flatten(t._local_tensor)
-        return _Spec(type(t), ("_local_tensor",), (t.device_mesh, t.placements), t.size(), t.stride(), (spec,)), leaves
+        return _Spec(type(t), ("_local_tensor",), (t.device_mesh, t.placements), t.size(), t.stride(), (spec,),
+                     dtensor=True), leaves
     names, ctx = t.__tensor_flatten__()
     children, leaves = [], []
     for name in names:
@@ -59,7 +61,7 @@ def _unflatten(spec: Optional[_Spec], leaves: Iterator[torch.Tensor]) -> torch.T
     if spec is None:
         return next(leaves)
     inner = {name: _unflatten(child, leaves) for name, child in zip(spec.names, spec.children)}
-    if _is_dtensor(spec.cls):  # dynamo traces DTensor.from_local, not DTensor(...) from a spec
+    if spec.dtensor:  # dynamo traces DTensor.from_local, not DTensor(...) from a spec
         mesh, placements = spec.ctx
         return spec.cls.from_local(inner["_local_tensor"], mesh, placements, run_check=False,
                                   shape=spec.size, stride=spec.stride)
