@@ -71,6 +71,24 @@ def test_tp2_matches_tp1_dense_and_w4_from_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+def test_tp2_compiled_with_unwrapped_shards(tmp_path):
+    """--compile stores the W4 shards unwrapped (as `bench e2e` does): the compiled step runs on
+    every rank and gives the eager logits, and TP=2 still matches TP=1."""
+    out = tmp_path / "tp.json"
+    rc = _run_bench(["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--configs", "w4g64",
+                     "--batch", "1", "--tp", "1,2", "--prompt", "8", "--tokens", "2", "--check-steps", "2",
+                     "--compile", "--timeout", "300", "--dist-timeout", "60", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert rc == 0 and not data["errors"], data["errors"]
+    rows = data["results"]
+    assert {r["tp"] for r in rows} == {1, 2}
+    for r in rows:
+        assert r["compiled"] and r["unwrapped"] and r["compiled_check"]["pass"], r
+        if r["tp"] == 2:
+            assert r["check"]["pass"] and r["check"]["rel_err"] < 1e-5, r
+
+
+@pytest.mark.slow
 def test_apply_tp_and_load_sharded_agree_two_processes(tmp_path):
     worker = Path(__file__).with_name("tp_bench_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "LOWBIT_TP_OUT": str(tmp_path)}

@@ -177,6 +177,11 @@ def _run(spec: dict, rank: int, world: int) -> dict:
     _sync(dev)
     res["load_s"] = time.perf_counter() - t0
     res["bytes"] = shard_bytes(model)
+    # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight (or its
+    # DTensor shard) on the host on every call, and the host would set the pace
+    if spec["compile"] and spec.get("unwrap", True):
+        lowbit.unwrap_for_compile(model)  # a no-op for the dense configs
+    res["unwrapped"] = lowbit.is_unwrapped(model)
     if dev.type == "cuda":
         res["gpu_mem_after_load_gib"] = torch.cuda.memory_allocated(dev) / 2**30
         torch.cuda.reset_peak_memory_stats(dev)
@@ -370,7 +375,7 @@ def _fmt_decode(r: dict) -> str:
     if not r["compiled"]:
         return "eager (compile failed)" if r["compile"] else "eager"
     cc = r.get("compiled_check") or {}
-    return "compiled" + ("" if cc.get("pass") else " != eager!")
+    return "compiled" + (", unwrapped" if r.get("unwrapped") else "") + ("" if cc.get("pass") else " != eager!")
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -397,7 +402,7 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
     for i, b in enumerate(r0["batches"]):
         row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
                **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "prefill_ms", "compiled", "compile_error")},
-               "load_s": r0["load_s"], "compile": args.compile}
+               "load_s": r0["load_s"], "compile": args.compile, "unwrapped": r0.get("unwrapped", False)}
         if b.get("compiled_check"):  # compiled vs eager decode logits, worst rank
             row["compiled_check"] = max((r["batches"][i].get("compiled_check") or {} for r in res),
                                         key=lambda c: (not c.get("pass", False), c.get("rel_err", 0.0)))
@@ -462,7 +467,7 @@ def main(args) -> int:
     os.makedirs(workdir, exist_ok=True)
     spec0 = {"preset": args.preset, "layers": args.layers, "dtype": args.dtype, "device": args.device, "seed": args.seed,
              "batch": args.batch, "prompt": args.prompt, "tokens": args.tokens, "check_steps": args.check_steps,
-             "compile": args.compile, "dist_timeout": args.dist_timeout}
+             "compile": args.compile, "unwrap": not args.no_unwrap, "dist_timeout": args.dist_timeout}
     from lowbit.models import preset_config
 
     layers = preset_config(args.preset, args.layers).n_layers
@@ -567,6 +572,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=None, help="relative L2 error allowed vs TP=1 (default per dtype/config)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (reduce-overhead on GPU); "
                    "falls back to eager, and says so, if it fails")
+    p.add_argument("--no-unwrap", action="store_true",
+                   help="with --compile: keep the quantized weights wrapped (the host unwraps them every step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per launched run (prep, or one TP size)")
     p.add_argument("--dist-timeout", type=float, default=300, help="init_process_group / collective timeout, seconds")
