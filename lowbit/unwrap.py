@@ -42,8 +42,15 @@ class _Spec:
 
 
 def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
+    from .tensor import LowBitTensor
+
     if not is_traceable_wrapper_subclass(t):
         return None, [t]
+    if isinstance(t, LowBitTensor):
+        # derive the device layout now so it is a leaf: the rebuilt tensor is traced and cannot
+        # cache one, so without it every compiled call would repack the weight (DTensor shards
+        # reach here without a layout: theirs is derived lazily on the first eager call)
+        t.refresh_kernel_data()
     if _is_dtensor(type(t)):  # public API only: DTensor's flatten format changes between releases
         spec, leaves = _flatten(t._local_tensor)
         return _Spec(type(t), ("_local_tensor",), (t.device_mesh, t.placements), t.size(), t.stride(), (spec,),

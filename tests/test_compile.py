@@ -147,6 +147,33 @@ def test_unwrapped_decode_cuda_graphs():
     assert all(rel_err(o, r) < 1e-2 for o, r in zip(outs, ref))
 
 
+def test_unwrap_derives_the_shards_layout_first():
+    """Shards get their device layout lazily, on the first eager call. Unwrapping before any
+    call must still store one as a leaf: the rebuilt weight is traced and cannot cache one, so
+    every compiled call repacked the weight (2x slower TP=2 decode on 2xH200)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from lowbit.backends import prepare_layout
+    from lowbit.meta import QWeight
+    from lowbit.tp import apply_tp
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = apply_tp(_quantized_tiny(), init_device_mesh("cpu", (1,)))
+        shard = model.layers[0].attn.wq.weight.to_local()
+        assert shard.kernel_data is None  # not derived yet: no call has run
+        fmt, want = prepare_layout(QWeight(shard.qdata, shard.scales, shard.zeros, shard.meta.replace(transposed=False),
+                                           shard.n, shard.k))
+        lowbit.unwrap_for_compile(model)
+        got = model.layers[0].attn.wq.weight.to_local()
+        assert (got.kernel_data is None) == (want is None) and got.kernel_format == fmt
+        if want is not None:
+            assert torch.equal(got.kernel_data, want)
+    finally:
+        dist.destroy_process_group()
+
+
 def test_unwrap_tensor_parallel_shards():
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh

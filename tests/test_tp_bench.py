@@ -72,12 +72,12 @@ def test_tp2_matches_tp1_dense_and_w4_from_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_tp2_compiled_with_unwrapped_shards(tmp_path):
-    """--compile stores the W4 shards unwrapped (as `bench e2e` does): the compiled step runs on
-    every rank and gives the eager logits, and TP=2 still matches TP=1."""
+    """--compile --unwrap all stores the W4 weights and their DTensor shards unwrapped: the
+    compiled step runs on every rank and gives the eager logits, and TP=2 still matches TP=1."""
     out = tmp_path / "tp.json"
     rc = _run_bench(["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--configs", "w4g64",
                      "--batch", "1", "--tp", "1,2", "--prompt", "8", "--tokens", "2", "--check-steps", "2",
-                     "--compile", "--timeout", "300", "--dist-timeout", "60", "--json", str(out)])
+                     "--compile", "--unwrap", "all", "--timeout", "300", "--dist-timeout", "60", "--json", str(out)])
     data = json.loads(out.read_text())
     assert rc == 0 and not data["errors"], data["errors"]
     rows = data["results"]

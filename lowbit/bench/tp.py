@@ -177,9 +177,10 @@ def _run(spec: dict, rank: int, world: int) -> dict:
     _sync(dev)
     res["load_s"] = time.perf_counter() - t0
     res["bytes"] = shard_bytes(model)
-    # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight (or its
-    # DTensor shard) on the host on every call, and the host would set the pace
-    if spec["compile"] and spec.get("unwrap", True):
+    # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight on the
+    # host on every call. Not DTensor shards by default: on 2xH200 those made TP=2 2x slower
+    # (docs/tensor_parallel.md), cause not isolated
+    if spec["compile"] and (spec.get("unwrap") == "all" or (spec.get("unwrap") == "tp1" and world == 1)):
         lowbit.unwrap_for_compile(model)  # a no-op for the dense configs
     res["unwrapped"] = lowbit.is_unwrapped(model)
     if dev.type == "cuda":
@@ -467,7 +468,7 @@ def main(args) -> int:
     os.makedirs(workdir, exist_ok=True)
     spec0 = {"preset": args.preset, "layers": args.layers, "dtype": args.dtype, "device": args.device, "seed": args.seed,
              "batch": args.batch, "prompt": args.prompt, "tokens": args.tokens, "check_steps": args.check_steps,
-             "compile": args.compile, "unwrap": not args.no_unwrap, "dist_timeout": args.dist_timeout}
+             "compile": args.compile, "unwrap": args.unwrap, "dist_timeout": args.dist_timeout}
     from lowbit.models import preset_config
 
     layers = preset_config(args.preset, args.layers).n_layers
@@ -572,8 +573,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=None, help="relative L2 error allowed vs TP=1 (default per dtype/config)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (reduce-overhead on GPU); "
                    "falls back to eager, and says so, if it fails")
-    p.add_argument("--no-unwrap", action="store_true",
-                   help="with --compile: keep the quantized weights wrapped (the host unwraps them every step)")
+    p.add_argument("--unwrap", default="tp1", choices=["tp1", "all", "none"],
+                   help="with --compile: store the quantized weights unwrapped (lowbit.unwrap_for_compile) at TP=1 "
+                        "only (default; unwrapped shards were slower at TP=2), at every TP size, or never")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per launched run (prep, or one TP size)")
     p.add_argument("--dist-timeout", type=float, default=300, help="init_process_group / collective timeout, seconds")
