@@ -243,12 +243,13 @@ def _run(spec: dict, rank: int, world: int) -> dict:
             _sync(dev)
             t1 = time.perf_counter()
             nxt = _decode_steps(step, nxt, pos + warm, tokens)
+            host = time.perf_counter() - t1  # enqueued; the device may still run: close to dt = host-bound
             _sync(dev)
             dt = time.perf_counter() - t1
             if compiled:  # the compiled decode step must give this rank's eager logits
                 row["compiled_check"] = _compare(_logits_for_check(model, toks, prompt, steps, step), got, spec["tol"])
-        row.update(tokens_per_s=batch * tokens / dt, ms_per_step=dt / tokens * 1e3, compiled=compiled,
-                   compile_error=compile_error)
+        row.update(tokens_per_s=batch * tokens / dt, ms_per_step=dt / tokens * 1e3,
+                   host_ms_per_step=host / tokens * 1e3, compiled=compiled, compile_error=compile_error)
         res["batches"].append(row)
         del step
         torch._dynamo.reset()
@@ -380,13 +381,13 @@ def _fmt_decode(r: dict) -> str:
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = ("config", "tp", "batch", "tok/s", "ms/step", "x tp1", "prefill ms", "shard MiB/rank", "decode", "TP=N vs TP=1 logits")
+    head = ("config", "tp", "batch", "tok/s", "ms/step", "host ms", "x tp1", "prefill ms", "shard MiB/rank", "decode", "TP=N vs TP=1 logits")
     lines = [head]
     for r in rows:
         sh = r.get("shard_mib")
         lines.append((
             r["config"], str(r["tp"]), str(r["batch"]), f"{r['tokens_per_s']:.1f}", f"{r['ms_per_step']:.2f}",
-            f"{r['speedup_vs_tp1']:.2f}x" if r.get("speedup_vs_tp1") else "-", f"{r['prefill_ms']:.1f}",
+            f"{r['host_ms_per_step']:.2f}", f"{r['speedup_vs_tp1']:.2f}x" if r.get("speedup_vs_tp1") else "-", f"{r['prefill_ms']:.1f}",
             "-" if sh is None else f"{sh:.1f} ({r['shard_fraction']:.3f} of full)",
             _fmt_decode(r), _fmt_check(r.get("check")),
         ))
@@ -402,7 +403,7 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
     r0, rows = res[0], []
     for i, b in enumerate(r0["batches"]):
         row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
-               **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "prefill_ms", "compiled", "compile_error")},
+               **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "host_ms_per_step", "prefill_ms", "compiled", "compile_error")},
                "load_s": r0["load_s"], "compile": args.compile, "unwrapped": r0.get("unwrapped", False)}
         if b.get("compiled_check"):  # compiled vs eager decode logits, worst rank
             row["compiled_check"] = max((r["batches"][i].get("compiled_check") or {} for r in res),
@@ -529,7 +530,8 @@ def main(args) -> int:
                     problem = _row_problem(r)
                     if problem:
                         errors.append(f"{cfg} tp={tp} batch={r['batch']}: {problem}")
-                    print(f"[{cfg}] tp={tp} batch={r['batch']}: {r['tokens_per_s']:.1f} tok/s, {r['ms_per_step']:.2f} ms/step"
+                    print(f"[{cfg}] tp={tp} batch={r['batch']}: {r['tokens_per_s']:.1f} tok/s, {r['ms_per_step']:.2f} ms/step "
+                          f"(host {r['host_ms_per_step']:.2f})"
                           + ("" if tp == 1 else f", {_fmt_check(r['check'])}") + (f"  <- {problem}" if problem else ""), flush=True)
                 dump()
             if not args.keep:
