@@ -84,6 +84,7 @@ def test_tp2_compiled_with_unwrapped_shards(tmp_path):
     assert {r["tp"] for r in rows} == {1, 2}
     for r in rows:
         assert r["compiled"] and r["unwrapped"] and r["compiled_check"]["pass"], r
+        assert r["cudagraph_skips"] == 0, r  # counted on every torch this supports; no CUDA graphs on the CPU
         if r["tp"] == 2:
             assert r["check"]["pass"] and r["check"]["rel_err"] < 1e-5, r
 

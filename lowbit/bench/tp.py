@@ -146,6 +146,18 @@ def _compare(got: torch.Tensor, ref: torch.Tensor, tol: float) -> dict:
     }
 
 
+def _cudagraph_skips(reset: bool = False) -> Optional[int]:
+    """Inductor's count of graphs it ran without CUDA graphs (each one then replays its ops from
+    Python on every step: a host-bound decode); None where this torch does not count them."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return None
+    if reset:
+        counters["inductor"]["cudagraph_skips"] = 0
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
 def _decode_steps(step, nxt, pos, n):
     for i in range(n):
         nxt = step(nxt, pos + i)[:, -1:].argmax(-1)
@@ -217,6 +229,7 @@ def _run(spec: dict, rank: int, world: int) -> dict:
             pos = torch.tensor([prompt], device=dev)
             if spec["compile"]:
                 torch._dynamo.reset()
+                _cudagraph_skips(reset=True)
                 try:
                     cstep = torch.compile(model, fullgraph=True, mode="reduce-overhead" if dev.type == "cuda" else None)
                     nxt = _decode_steps(cstep, nxt, pos, warm)
@@ -249,7 +262,8 @@ def _run(spec: dict, rank: int, world: int) -> dict:
             if compiled:  # the compiled decode step must give this rank's eager logits
                 row["compiled_check"] = _compare(_logits_for_check(model, toks, prompt, steps, step), got, spec["tol"])
         row.update(tokens_per_s=batch * tokens / dt, ms_per_step=dt / tokens * 1e3,
-                   host_ms_per_step=host / tokens * 1e3, compiled=compiled, compile_error=compile_error)
+                   host_ms_per_step=host / tokens * 1e3, compiled=compiled, compile_error=compile_error,
+                   cudagraph_skips=_cudagraph_skips() if compiled else None)
         res["batches"].append(row)
         del step
         torch._dynamo.reset()
@@ -377,7 +391,8 @@ def _fmt_decode(r: dict) -> str:
     if not r["compiled"]:
         return "eager (compile failed)" if r["compile"] else "eager"
     cc = r.get("compiled_check") or {}
-    return "compiled" + (", unwrapped" if r.get("unwrapped") else "") + ("" if cc.get("pass") else " != eager!")
+    return ("compiled" + (", unwrapped" if r.get("unwrapped") else "")
+            + (", CUDA graphs skipped" if r.get("cudagraph_skips") else "") + ("" if cc.get("pass") else " != eager!"))
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -403,7 +418,8 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
     r0, rows = res[0], []
     for i, b in enumerate(r0["batches"]):
         row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
-               **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "host_ms_per_step", "prefill_ms", "compiled", "compile_error")},
+               **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "host_ms_per_step", "prefill_ms", "compiled", "compile_error",
+                                 "cudagraph_skips")},
                "load_s": r0["load_s"], "compile": args.compile, "unwrapped": r0.get("unwrapped", False)}
         if b.get("compiled_check"):  # compiled vs eager decode logits, worst rank
             row["compiled_check"] = max((r["batches"][i].get("compiled_check") or {} for r in res),
