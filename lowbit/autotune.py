@@ -273,14 +273,14 @@ def tune(shapes, bits_list, group_sizes, acts, batches, *, device=None, quick=Fa
             # what dispatch would run untuned comes first, so tuning never picks a slower config
             current = dict(dispatch.config(fam, m, dw, device))
             for cfg in [current] + [c for c in search_space(fam, m, quick) if c != current]:
-                run = lambda: dispatch.run_family(fam, x, dw, None, **cfg)  # noqa: E731
+                runs = [lambda d=d, cfg=cfg: dispatch.run_family(fam, x, d, None, **cfg) for d in dws]
                 try:
-                    run()
+                    runs[0]()
                 except Exception as e:  # invalid for this shape/group (ValueError), or out of resources
                     failed.append(f"{cfg}: {type(e).__name__}: {str(e)[:120]}")
                     continue
                 tried += 1
-                us = timer([lambda d=d, cfg=cfg: dispatch.run_family(fam, x, d, None, **cfg) for d in dws])
+                us = timer(runs)
                 if fam_best is None or us < fam_best[0]:
                     fam_best = (us, cfg)
             if fam_best is None:
