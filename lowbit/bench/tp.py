@@ -190,8 +190,7 @@ def _run(spec: dict, rank: int, world: int) -> dict:
     res["load_s"] = time.perf_counter() - t0
     res["bytes"] = shard_bytes(model)
     # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight on the
-    # host on every call. Not DTensor shards by default: on 2xH200 unwrapped shards were 1.8x
-    # faster at batch 1 but 0.6x at batch 16 (docs/tensor_parallel.md), cause not isolated
+    # host on every call (on 2xH200, TP=2: 1.2-2.1x faster unwrapped; docs/tensor_parallel.md)
     if spec["compile"] and (spec.get("unwrap") == "all" or (spec.get("unwrap") == "tp1" and world == 1)):
         lowbit.unwrap_for_compile(model)  # a no-op for the dense configs
     res["unwrapped"] = lowbit.is_unwrapped(model)
@@ -591,9 +590,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tol", type=float, default=None, help="relative L2 error allowed vs TP=1 (default per dtype/config)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (reduce-overhead on GPU); "
                    "falls back to eager, and says so, if it fails")
-    p.add_argument("--unwrap", default="tp1", choices=["tp1", "all", "none"],
-                   help="with --compile: store the quantized weights unwrapped (lowbit.unwrap_for_compile) at TP=1 "
-                        "only (default; unwrapped shards were slower at TP=2 batch 16), at every TP size, or never")
+    p.add_argument("--unwrap", default="all", choices=["all", "tp1", "none"],
+                   help="with --compile: store the quantized weights unwrapped (lowbit.unwrap_for_compile) at every "
+                        "TP size (default), at TP=1 only, or never")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per launched run (prep, or one TP size)")
     p.add_argument("--dist-timeout", type=float, default=300, help="init_process_group / collective timeout, seconds")
