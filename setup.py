@@ -26,7 +26,7 @@ if os.environ.get("LOWBIT_NO_CPU_EXT", "0") != "1":
             cxx_std=17,
             # -ffp-contract=off: no fused multiply-add anywhere, the int8 path is bit-exact
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-math-errno"],
-            extra_link_args=["-pthread"],
+            extra_link_args=["-pthread", "-ldl"],  # dl: finding the OpenMP runtime torch loaded
         )
     )
 

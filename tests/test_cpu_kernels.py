@@ -1,6 +1,8 @@
 """C++ CPU backend (csrc/, lowbit.backends.cpu): bit-exactness of the int8 kernels against
 the scalar kernel and lowbit.quant.int8_linear_reference, the weight-only path against the
 float reference (stated tolerance), embeddings, threading, selection and errors."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -161,9 +163,69 @@ def test_unsupported_shapes_fall_back_and_bad_zeros_raise():
         BACKEND.ext.kernel_name("nope", 1)
 
 
+def test_parallel_regions_share_torchs_openmp_team(tmp_path):
+    """Where torch runs on OpenMP, the kernels' parallel regions run on torch's own team (its
+    workers spin after every torch op, and a second pool would fight them for the cores);
+    LOWBIT_CPU_POOL=own selects lowbit's pool, and both give identical results."""
+    import subprocess
+    import sys
+
+    if "OpenMP" in torch.__config__.parallel_info():
+        assert BACKEND.ext.parallel_pool().startswith("openmp ("), BACKEND.ext.parallel_pool()
+    code = """
+import sys, torch, lowbit
+sys.path.insert(0, {tests!r})
+import test_cpu_kernels as t
+torch.manual_seed(5)
+torch.set_num_threads(2)
+codes, qw = t.make_weight(t.N_ODD, t.K, 4, 32, True, torch.bfloat16)
+x = torch.randn(5, t.K, dtype=torch.bfloat16)
+torch.save((t.BACKEND.ext.parallel_pool(), t.run(x, qw, None, "")), sys.argv[1])
+"""
+    outs = []
+    for pool in ("own", ""):
+        path = tmp_path / f"out_{pool or 'default'}.pt"
+        env = {**__import__("os").environ, "LOWBIT_CPU_POOL": pool}
+        r = subprocess.run([sys.executable, "-c", code.format(tests=str(Path(__file__).parent)), str(path)],
+                           env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(torch.load(path))
+    assert outs[0][0] == "lowbit"
+    assert torch.equal(outs[0][1], outs[1][1])
+
+
+def test_forked_child_runs_on_its_own_pool():
+    """After fork() the parent's OpenMP team does not exist in the child (torch's own parallel
+    ops hang there); the kernels switch to a fresh pool of their own and still give the
+    parent's result."""
+    import subprocess
+    import sys
+
+    code = """
+import os, sys, torch, lowbit
+sys.path.insert(0, {tests!r})
+import test_cpu_kernels as t
+torch.set_num_threads(2)
+codes, qw = t.make_weight(t.N_ODD, t.K, 4, 32, True, torch.bfloat16)
+x = torch.randn(5, t.K, dtype=torch.bfloat16)
+want = t.run(x, qw, None, "")
+pid = os.fork()
+if pid == 0:
+    got = t.run(x, qw, None, "")  # two threads, no torch parallel op in the child
+    print(t.BACKEND.ext.parallel_pool(), torch.equal(got, want), flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    r = subprocess.run([sys.executable, "-c", code.format(tests=str(Path(__file__).parent))],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ["lowbit", "True"], (r.stdout, r.stderr[-2000:])
+
+
 def test_describe_names_the_kernels():
     lines = BACKEND.describe()
     assert any("linear_1x16x32_f32_" in line for line in lines), lines
+    assert any(line.startswith("threads: ") for line in lines), lines
 
 
 def test_extension_loads_lazily_and_missing_extension_is_reported(monkeypatch):

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../operator/linear_op.h"
+#include "../operator/thread_pool.h"
 
 namespace py = pybind11;
 using namespace lowbit;
@@ -31,6 +32,8 @@ PYBIND11_MODULE(_C_cpu, m) {
       .value("f32", ZeroKind::f32);
 
   m.def("available_isas", &available_isas, "ISAs built in and supported by this CPU, best first");
+  m.def("parallel_pool", &parallel_pool_name,
+        "the thread team parallel regions run on: 'openmp (<library>)' (torch's, already loaded) or 'lowbit'");
   m.def(
       "kernel_name",
       [](const std::string& isa, int64_t rows, bool float_act) { return kernel_name(*select_kernels(isa), rows, float_act); },

@@ -2,10 +2,18 @@
 
 #include <pthread.h>
 
+#if defined(__linux__)
+#include <dlfcn.h>
+#include <link.h>
+#endif
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -84,20 +92,96 @@ class Pool {
 
 std::atomic<Pool*> g_pool{nullptr};
 std::mutex g_pool_mu;
+// Set in a fork() child. Its OpenMP team is unusable there: the GNU runtime waits for the
+// parent's workers, which do not exist in the child (torch's own parallel ops hang the same
+// way), so a child runs its regions on a fresh pool of our own.
+std::atomic<bool> g_forked{false};
 
-void reset_after_fork() { g_pool.store(nullptr); }  // leak the parent's pool: its threads are gone
+void after_fork_in_child() {
+  g_pool.store(nullptr);  // leak the parent's pool: its threads are gone
+  g_forked.store(true);
+}
+// registered when the library loads, so a child forked before our first region knows it too
+const bool g_atfork_registered = pthread_atfork(nullptr, nullptr, &after_fork_in_child) == 0;
 
 Pool& pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
   if (p) return *p;
   std::lock_guard<std::mutex> lk(g_pool_mu);
-  static bool registered = false;
-  if (!registered) {
-    pthread_atfork(nullptr, nullptr, &reset_after_fork);
-    registered = true;
-  }
   if (!g_pool.load()) g_pool.store(new Pool());
   return *g_pool.load();
+}
+
+// ---- an OpenMP runtime already in the process ---------------------------------------------
+// void GOMP_parallel(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags): the
+// GNU OpenMP ABI's "run fn(data) on a team of num_threads, the caller included, then join";
+// libgomp defines it, and Intel's libiomp5 and LLVM's libomp export it for GCC-built code.
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+struct OpenMp {
+  GompParallel parallel = nullptr;
+  std::string library;
+};
+
+#if defined(__linux__)
+int find_openmp(dl_phdr_info* info, size_t, void* data) {
+  auto* found = static_cast<std::string*>(data);
+  const char* name = info->dlpi_name;
+  const char* base = name ? std::strrchr(name, '/') : nullptr;
+  base = base ? base + 1 : name;
+  if (base && found->empty() &&
+      (std::strncmp(base, "libgomp", 7) == 0 || std::strncmp(base, "libiomp5", 8) == 0 ||
+       std::strncmp(base, "libomp", 6) == 0))
+    *found = name;
+  return 0;
+}
+#endif
+
+OpenMp load_openmp() {
+  OpenMp omp;
+  const char* want = std::getenv("LOWBIT_CPU_POOL");
+  if (want && std::strcmp(want, "own") == 0) return omp;
+#if defined(__linux__)
+  std::string path;
+  dl_iterate_phdr(&find_openmp, &path);
+  if (path.empty()) return omp;
+  // RTLD_NOLOAD: a handle on the copy already mapped (torch's), never a second runtime
+  void* h = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (!h) return omp;
+  omp.parallel = reinterpret_cast<GompParallel>(dlsym(h, "GOMP_parallel"));
+  if (omp.parallel) {
+    const char* base = std::strrchr(path.c_str(), '/');
+    omp.library = base ? base + 1 : path;
+  }
+#endif
+  return omp;
+}
+
+// Looked up once, on the first parallel region (torch, and so its OpenMP, is loaded first).
+const OpenMp& openmp() {
+  static const OpenMp omp = load_openmp();
+  return omp;
+}
+
+// One region on the OpenMP team: each member takes ids from a counter, so every id runs
+// exactly once however many threads the runtime grants (fewer inside a nested region).
+struct OmpRegion {
+  const std::function<void(int)>* fn;
+  int n;
+  std::atomic<int> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // the first exception; nothing may unwind through the runtime
+};
+
+void omp_member(void* p) {
+  auto* r = static_cast<OmpRegion*>(p);
+  for (int id; (id = r->next.fetch_add(1, std::memory_order_relaxed)) < r->n;) {
+    try {
+      (*r->fn)(id);
+    } catch (...) {
+      if (!r->failed.exchange(true)) r->error = std::current_exception();
+    }
+  }
 }
 
 }  // namespace
@@ -107,7 +191,20 @@ void parallel_run(int nthreads, const std::function<void(int)>& fn) {
     fn(0);
     return;
   }
+  if (const GompParallel par = g_forked.load() ? nullptr : openmp().parallel) {
+    OmpRegion r;
+    r.fn = &fn;
+    r.n = nthreads;
+    par(&omp_member, &r, unsigned(nthreads), 0);
+    if (r.error) std::rethrow_exception(r.error);
+    return;
+  }
   pool().run(nthreads, fn);
+}
+
+std::string parallel_pool_name() {
+  const OpenMp& omp = openmp();
+  return omp.parallel && !g_forked.load() ? "openmp (" + omp.library + ")" : "lowbit";
 }
 
 }  // namespace lowbit

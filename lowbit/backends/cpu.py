@@ -106,6 +106,7 @@ class CpuBackend(Backend):
             f"weight-only linear M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
             f"{self.ext.kernel_name(self.isa, 4, True)} (all templated on bits 1-8)",
             "embedding: canonical rows, scalar decode",
+            f"threads: {self.ext.parallel_pool()}, torch.get_num_threads() = {torch.get_num_threads()}",
         ]
 
     # ---- typed conversions ----------------------------------------------------------------
@@ -170,8 +171,9 @@ class CpuBackend(Backend):
     @staticmethod
     def _threads(m: int, w: QWeight) -> int:
         """torch's thread count, except for small problems, which run on the calling thread:
-        waking a worker costs tens of µs on a loaded core (torch's own OpenMP threads spin
-        after each of their regions), more than a second core saves on ~1 MiB of weights."""
+        with a pool of our own, waking a worker next to torch's spinning OpenMP threads cost
+        tens of µs, more than a second core saves on ~1 MiB of weights. On torch's own team
+        (now the default) threading them too was no faster end to end (docs/cpu_kernels.md)."""
         return 1 if m * w.n * w.k <= SMALL_PROBLEM else torch.get_num_threads()
 
     def linear(self, x: torch.Tensor, w: QWeight, bias: Optional[torch.Tensor]) -> torch.Tensor:
