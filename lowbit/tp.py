@@ -28,7 +28,7 @@ from .packing import CHUNK
 from .serialization import _dtype
 from .tensor import LowBitTensor
 
-__all__ = ["tp_plan", "apply_tp", "load_sharded", "shard_bytes", "canonical_bytes", "STYLE_DIM"]
+__all__ = ["tp_plan", "apply_tp", "load_sharded", "localize", "shard_bytes", "canonical_bytes", "STYLE_DIM"]
 
 # the weight dim each style shards (nn.Linear weight is [out_features N, in_features K])
 STYLE_DIM = {"colwise": 0, "rowwise": 1}
@@ -133,6 +133,48 @@ def apply_tp(model: nn.Module, mesh, plan: Optional[dict] = None) -> nn.Module:
         local = shard.clone() if isinstance(shard, LowBitTensor) else shard.clone(memory_format=torch.contiguous_format)
         mod.weight = _dtensor(local, mesh, dim)
     return _parallelize(model, mesh, entries)
+
+
+class _AllReduceAfter:
+    """Forward hook of a localized row-wise linear: sum the ranks' partial outputs with torch's
+    functional collective (which torch.compile traces into the graph)."""
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+
+    def __call__(self, module, args, out):
+        from torch.distributed import _functional_collectives as funcol
+
+        return funcol.all_reduce(out, "sum", self.mesh)
+
+
+def localize(model: nn.Module) -> nn.Module:
+    """Turn a model sharded by :func:`apply_tp` / :func:`load_sharded` into plain per-rank
+    tensors, in place: every DTensor weight becomes its local shard (a LowBitTensor stays one),
+    parallelize_module's redistribution hooks are removed, and each row-wise linear gets one
+    all-reduce of its output. Column-wise outputs were already local, so the math is the DTensor
+    model's. For a compiled decode step: a DTensor step is host-bound at TP = 2 (every
+    parameter goes through the subclass on every call; docs/tensor_parallel.md). Not
+    reversible: the model no longer carries placements, so save or re-shard before this."""
+    from torch.distributed.tensor import DTensor
+
+    for fqn, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, DTensor):
+            continue
+        (pl,) = w.placements
+        if not pl.is_shard() or pl.dim not in (0, 1):
+            raise NotImplementedError(f"tp.localize: {fqn}.weight is placed {w.placements}; only the plan's "
+                                      "column-wise Shard(0) and row-wise Shard(1) weights are supported")
+        if getattr(mod, "bias", None) is not None:  # the built-in decoders have none
+            raise NotImplementedError(f"tp.localize: {fqn} has a bias; localizing biased linears is not supported")
+        for hooks in ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                      "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+            getattr(mod, hooks, {}).clear()  # the styles' input/output redistribution
+        mod.weight = nn.Parameter(w.to_local(), requires_grad=False)
+        if pl.dim == 1:  # row-wise: each rank holds a partial sum
+            mod.register_forward_hook(_AllReduceAfter(w.device_mesh))
+    return model
 
 
 def _read_header(f, path: str) -> dict:

@@ -189,6 +189,12 @@ def _run(spec: dict, rank: int, world: int) -> dict:
     _sync(dev)
     res["load_s"] = time.perf_counter() - t0
     res["bytes"] = shard_bytes(model)
+    # plain local shards and explicit all-reduces instead of DTensors (a DTensor step is host-bound)
+    if spec.get("local") and world > 1:
+        from lowbit.tp import localize
+
+        localize(model)
+    res["localized"] = bool(spec.get("local")) and world > 1
     # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight on the
     # host on every call (on 2xH200, TP=2: 1.2-2.1x faster unwrapped; docs/tensor_parallel.md)
     if spec["compile"] and (spec.get("unwrap") == "all" or (spec.get("unwrap") == "tp1" and world == 1)):
@@ -390,7 +396,7 @@ def _fmt_decode(r: dict) -> str:
     if not r["compiled"]:
         return "eager (compile failed)" if r["compile"] else "eager"
     cc = r.get("compiled_check") or {}
-    return ("compiled" + (", unwrapped" if r.get("unwrapped") else "")
+    return ("compiled" + (", unwrapped" if r.get("unwrapped") else "") + (", local shards" if r.get("localized") else "")
             + (", CUDA graphs skipped" if r.get("cudagraph_skips") else "") + ("" if cc.get("pass") else " != eager!"))
 
 
@@ -419,7 +425,8 @@ def _rows(cfg: str, tp: int, res: list[dict], base: dict, full_sharded: int, arg
         row = {"config": cfg, "tp": tp, "batch": b["batch"], "dtype": args.dtype,
                **{k: b[k] for k in ("tokens_per_s", "ms_per_step", "host_ms_per_step", "prefill_ms", "compiled", "compile_error",
                                  "cudagraph_skips")},
-               "load_s": r0["load_s"], "compile": args.compile, "unwrapped": r0.get("unwrapped", False)}
+               "load_s": r0["load_s"], "compile": args.compile, "unwrapped": r0.get("unwrapped", False),
+               "localized": r0.get("localized", False)}
         if b.get("compiled_check"):  # compiled vs eager decode logits, worst rank
             row["compiled_check"] = max((r["batches"][i].get("compiled_check") or {} for r in res),
                                         key=lambda c: (not c.get("pass", False), c.get("rel_err", 0.0)))
@@ -484,7 +491,7 @@ def main(args) -> int:
     os.makedirs(workdir, exist_ok=True)
     spec0 = {"preset": args.preset, "layers": args.layers, "dtype": args.dtype, "device": args.device, "seed": args.seed,
              "batch": args.batch, "prompt": args.prompt, "tokens": args.tokens, "check_steps": args.check_steps,
-             "compile": args.compile, "unwrap": args.unwrap, "dist_timeout": args.dist_timeout}
+             "compile": args.compile, "unwrap": args.unwrap, "local": args.local, "dist_timeout": args.dist_timeout}
     from lowbit.models import preset_config
 
     layers = preset_config(args.preset, args.layers).n_layers
@@ -593,6 +600,9 @@ def add_parser(sub) -> None:
     p.add_argument("--unwrap", default="all", choices=["all", "tp1", "none"],
                    help="with --compile: store the quantized weights unwrapped (lowbit.unwrap_for_compile) at every "
                         "TP size (default), at TP=1 only, or never")
+    p.add_argument("--local", action="store_true",
+                   help="at TP > 1: replace the DTensor shards by their local tensors and one all-reduce after each "
+                        "row-wise linear (lowbit.tp.localize) before timing; the logits checks still apply")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per launched run (prep, or one TP size)")
     p.add_argument("--dist-timeout", type=float, default=300, help="init_process_group / collective timeout, seconds")
