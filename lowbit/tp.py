@@ -9,6 +9,9 @@ Two ways in, both ending in the same sharded model (docs/tensor_parallel.md):
   checkpoint written by :func:`lowbit.save_file` -- the quantize -> save -> load -> shard order:
   quantize once, save the quantized checkpoint once, shard it on load for any TP size.
 
+For a compiled decode step, :func:`localize` then swaps the DTensors for their local shards and
+an explicit all-reduce after each row-wise linear.
+
 Column-wise layers are sharded along the weight's output dim N, row-wise ones along K. A
 LowBitTensor slices along N freely and along K at group boundaries (the canonical format makes
 both slices byte-exact slices of the packed codes), so the local shard is itself a LowBitTensor
