@@ -1,6 +1,9 @@
 """C++ CPU backend (csrc/, lowbit.backends.cpu): bit-exactness of the int8 kernels against
 the scalar kernel and lowbit.quant.int8_linear_reference, the weight-only path against the
 float reference (stated tolerance), embeddings, threading, selection and errors."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,31 +166,32 @@ def test_unsupported_shapes_fall_back_and_bad_zeros_raise():
         BACKEND.ext.kernel_name("nope", 1)
 
 
-def test_parallel_regions_share_torchs_openmp_team(tmp_path):
-    """Where torch runs on OpenMP, the kernels' parallel regions run on torch's own team (its
-    workers spin after every torch op, and a second pool would fight them for the cores);
-    LOWBIT_CPU_POOL=own selects lowbit's pool, and both give identical results."""
-    import subprocess
-    import sys
-
-    if "OpenMP" in torch.__config__.parallel_info():
-        assert BACKEND.ext.parallel_pool().startswith("openmp ("), BACKEND.ext.parallel_pool()
-    code = """
-import sys, torch, lowbit
-sys.path.insert(0, {tests!r})
+# a child process's start: a fixed W4 weight and input, two threads (pools are per process)
+_CHILD_SETUP = f"""
+import os, sys, torch, lowbit
+sys.path.insert(0, {str(Path(__file__).parent)!r})
 import test_cpu_kernels as t
 torch.manual_seed(5)
 torch.set_num_threads(2)
 codes, qw = t.make_weight(t.N_ODD, t.K, 4, 32, True, torch.bfloat16)
 x = torch.randn(5, t.K, dtype=torch.bfloat16)
+"""
+
+
+def test_parallel_regions_share_torchs_openmp_team(tmp_path):
+    """Where torch runs on OpenMP, the kernels' parallel regions run on torch's own team (its
+    workers spin after every torch op, and a second pool would fight them for the cores);
+    LOWBIT_CPU_POOL=own selects lowbit's pool, and both give identical results."""
+    if "OpenMP" in torch.__config__.parallel_info():
+        assert BACKEND.ext.parallel_pool().startswith("openmp ("), BACKEND.ext.parallel_pool()
+    code = _CHILD_SETUP + """
 torch.save((t.BACKEND.ext.parallel_pool(), t.run(x, qw, None, "")), sys.argv[1])
 """
     outs = []
     for pool in ("own", ""):
         path = tmp_path / f"out_{pool or 'default'}.pt"
-        env = {**__import__("os").environ, "LOWBIT_CPU_POOL": pool}
-        r = subprocess.run([sys.executable, "-c", code.format(tests=str(Path(__file__).parent)), str(path)],
-                           env=env, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", code, str(path)], env={**os.environ, "LOWBIT_CPU_POOL": pool},
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         outs.append(torch.load(path))
     assert outs[0][0] == "lowbit"
@@ -198,16 +202,7 @@ def test_forked_child_runs_on_its_own_pool():
     """After fork() the parent's OpenMP team does not exist in the child (torch's own parallel
     ops hang there); the kernels switch to a fresh pool of their own and still give the
     parent's result."""
-    import subprocess
-    import sys
-
-    code = """
-import os, sys, torch, lowbit
-sys.path.insert(0, {tests!r})
-import test_cpu_kernels as t
-torch.set_num_threads(2)
-codes, qw = t.make_weight(t.N_ODD, t.K, 4, 32, True, torch.bfloat16)
-x = torch.randn(5, t.K, dtype=torch.bfloat16)
+    code = _CHILD_SETUP + """
 want = t.run(x, qw, None, "")
 pid = os.fork()
 if pid == 0:
@@ -217,8 +212,7 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
-    r = subprocess.run([sys.executable, "-c", code.format(tests=str(Path(__file__).parent))],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.split() == ["lowbit", "True"], (r.stdout, r.stderr[-2000:])
 
 
@@ -229,9 +223,6 @@ def test_describe_names_the_kernels():
 
 
 def test_extension_loads_lazily_and_missing_extension_is_reported(monkeypatch):
-    import subprocess
-    import sys
-
     code = "import sys, lowbit; assert 'lowbit._C_cpu' not in sys.modules; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr

@@ -184,6 +184,9 @@ void omp_member(void* p) {
   }
 }
 
+// The OpenMP entry point regions run on here, or nullptr for our own pool.
+GompParallel active_openmp() { return g_forked.load() ? nullptr : openmp().parallel; }
+
 }  // namespace
 
 void parallel_run(int nthreads, const std::function<void(int)>& fn) {
@@ -191,7 +194,7 @@ void parallel_run(int nthreads, const std::function<void(int)>& fn) {
     fn(0);
     return;
   }
-  if (const GompParallel par = g_forked.load() ? nullptr : openmp().parallel) {
+  if (const GompParallel par = active_openmp()) {
     OmpRegion r;
     r.fn = &fn;
     r.n = nthreads;
@@ -203,8 +206,7 @@ void parallel_run(int nthreads, const std::function<void(int)>& fn) {
 }
 
 std::string parallel_pool_name() {
-  const OpenMp& omp = openmp();
-  return omp.parallel && !g_forked.load() ? "openmp (" + omp.library + ")" : "lowbit";
+  return active_openmp() ? "openmp (" + openmp().library + ")" : "lowbit";
 }
 
 }  // namespace lowbit

@@ -190,11 +190,11 @@ def _run(spec: dict, rank: int, world: int) -> dict:
     res["load_s"] = time.perf_counter() - t0
     res["bytes"] = shard_bytes(model)
     # plain local shards and explicit all-reduces instead of DTensors (a DTensor step is host-bound)
-    if spec.get("local") and world > 1:
+    res["localized"] = bool(spec.get("local")) and world > 1
+    if res["localized"]:
         from lowbit.tp import localize
 
         localize(model)
-    res["localized"] = bool(spec.get("local")) and world > 1
     # as in `bench e2e`: a compiled step would otherwise unwrap every quantized weight on the
     # host on every call (on 2xH200, TP=2: 1.2-2.1x faster unwrapped; docs/tensor_parallel.md)
     if spec["compile"] and (spec.get("unwrap") == "all" or (spec.get("unwrap") == "tp1" and world == 1)):
