@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Word GEMV (kernels/gemv_words.py) on a GPU: correctness at realistic shapes (M = 1 and the
 multi-row kernel), launch-config sweeps at M = 1, 2, 4, 8 against fp16 cuBLAS, tinygemm and the
-family the dispatcher would otherwise pick, and the int8 GEMM with group 32 (joined tiles vs
-CUDA cores). Method as benchmarks/bench_gpu.py: one CUDA graph over weight copies > 4x L2,
+family the dispatcher would otherwise pick (the int8 GEMM is timed by gpu_int8_probe.py). Method as benchmarks/bench_gpu.py: one CUDA graph over weight copies > 4x L2,
 median of replays / copies.
 
 Usage: PYTHONPATH=. python3 benchmarks/gpu_words_probe.py [--shapes 14336x4096,4096x4096] [--ms 1,2,4,8]
@@ -85,32 +84,13 @@ def dp4a_sweep(n, k, dws):
     return dict(n=n, k=k, cublas=cub, words=words, dp4a=best, floor=fl, top=res[:8])
 
 
-def int8_g32(n=14336, k=4096, ms=(16, 32, 64)):
-    from lowbit import quant
-    from lowbit.kernels.gemm import gemm_int8
-
-    dws = weights(n, k, 4, 32)
-    out = []
-    for m in ms:
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        xq, sx = quant.quantize_per_token_int8(x)
-        cfg = dispatch.config("gemm_int8", m, dws[0], x.device)
-        t = {}
-        for join in (False, True):
-            t[join] = graph_us([lambda d=d: gemm_int8(xq, sx, d, None, torch.float16, join_tiles=join, **cfg) for d in dws])
-        cub = bg.time_cublas(n, k, m)
-        log(f"int8 W4 g32 {n}x{k} M={m}: cuBLAS fp16 {cub:.1f}  gemm_int8 CUDA-core {t[False]:.1f}  joined tiles {t[True]:.1f} "
-            f"({cub / t[True]:.2f}x)")
-        out.append(dict(m=m, cublas=cub, cuda_core=t[False], joined=t[True]))
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="14336x4096,4096x4096,4096x14336")
     ap.add_argument("--ms", default="1,2,4,8")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
-    ap.add_argument("--no-int8", action="store_true", help="skip the int8 group-32 GEMM comparison")
+    ap.add_argument("--no-int8", action="store_true",
+                    help="no effect: the int8 GEMM comparison moved to gpu_int8_probe.py (kept for old commands)")
     ap.add_argument("--dp4a", action="store_true", help="M = 1: gemv_dp4a sweep against the word GEMV default")
     ap.add_argument("--no-check", action="store_true", help="sweeps only (the correctness check takes minutes)")
     a = ap.parse_args()
@@ -136,8 +116,6 @@ def main():
                         for bn in (64, 128, 256) for r in (8, 16) for nw in (1, 2) for sp in (8, 16, 32)]
             res["sweep"].append(sweep(n, k, m, grid, dws))
         del dws
-    if not a.no_int8:
-        res["int8_g32"] = int8_g32()
     with open(os.path.join(a.out, "words_probe.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
 

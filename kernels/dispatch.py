@@ -251,13 +251,16 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
     if family == "dequant_cublas":
         return dict(block_k=32, block_n=256, num_warps=4)  # best of 18 at M=1024
     if family == "gemv_int8":
-        # one group per program, 64 columns, 1 warp: best of 18 at 14336x4096 (46.4 us)
-        return dict(block_n=64, block_k=128, groups_per_program=1, num_warps=1)
+        # H100 sweep (benchmarks/gpu_int8_probe.py, 4096x4096 and 28672x4096, W4 g32 and W8
+        # g128): 64 columns, 4 groups a program, 1 warp; 8-bit codes like one more stage
+        return dict(block_n=64, block_k=128, groups_per_program=4, num_warps=1, num_stages=3 if w.bits == 8 else 2)
     if family == "gemm_int8":
-        # 14336x4096: M=16 16x32 tiles / 4 warps (71.8 us); M=64 32x128 / 8 warps (99.8 us)
-        if m <= 16:
-            return dict(block_m=16, block_n=32, block_k=128, num_warps=4)
-        return dict(block_m=32, block_n=128, block_k=128, num_warps=8)
+        # same sweep: K is never split (exact group order), so the grid is all the
+        # parallelism; 32 columns a program below N = 16384, 64 above; 16-row tiles unless the
+        # column blocks alone give 2 programs per SM; 4 warps, 128 codes a step, 3 stages
+        bn = 64 if w.n >= 16384 else 32
+        bm = 16 if m <= 16 or -(-w.n // bn) < 2 * sms else (32 if m <= 32 else 64)
+        return dict(block_m=bm, block_n=bn, block_k=128, num_warps=4, num_stages=3)
     return {}
 
 

@@ -8,8 +8,8 @@ dequantize-per-slice + ``tl.dot`` step as split-K (helper ``dot_tile``).
 int8 family (``gemm_int8``): activations quantized per token (``lowbit.quant``, exactly
 the reference's rounding), int8 ``tl.dot`` with int32 accumulation. The reference sums
 groups in order in fp32 (``y = y + s_g * acc_g``), so K is never split: the program walks
-the groups in order, keeps an exact int32 accumulator per group (tiles of ``BK`` dividing
-the group size), subtracts ``(z_g - OFF) * sum(xq)`` in int32 and adds ``s_g * acc_g`` in
+the groups in order in one flat, software-pipelined loop (a step holds several whole short
+groups, or one tile of a long group), keeps an exact int32 accumulator per group, subtracts ``(z_g - OFF) * sum(xq)`` in int32 and adds ``s_g * acc_g`` in
 fp32 without FMA (the launch disables FP fusion); then ``y *= sx``, ``y += bias``.
 """
 from __future__ import annotations
@@ -73,35 +73,52 @@ def _gemm_kernel(
 
 
 @triton.jit
+def _add_group(y, acc, xsum, s, z, HAS_Z: tl.constexpr, BITS: tl.constexpr):
+    """``y + s_g * float(acc_g)``, acc_g = ``acc - (z_g - OFF) * xsum`` (asymmetric): the
+    group's exact int32 sum, then one fp32 multiply and one add (no FP fusion at launch)."""
+    if HAS_Z:
+        acc = acc - (z.to(tl.int32) - (1 << (BITS - 1)))[None, :] * xsum[:, None]
+    return y + s[None, :] * acc.to(tl.float32)
+
+
+@triton.jit
 def _gemm_int8_kernel(
     xq_ptr, sx_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, GS, stride_xm,
-    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, BITS: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, JOIN: tl.constexpr = False,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr, WHOLE: tl.constexpr,
+    GROUP_M: tl.constexpr, STAGES: tl.constexpr,
 ):
+    """One flat K loop (so the pipeliner keeps STAGES steps of codes in flight). WHOLE: a
+    step holds BK // SUB whole groups of SUB codes, each summed exactly and added to y in
+    order; else SUB = BK divides the group and the group's sum is added at its last tile."""
     pid = tl.program_id(0).to(tl.int64)
     pid_m, pid_n = _tile_ids(pid, M, N, BM, BN, GROUP_M)
-    BKE: tl.constexpr = BK // E
-    OFF: tl.constexpr = (BITS // 8) * 128  # matches dot_tile_int8's code shift
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
     m_mask = offs_m < M
     n_mask = offs_n < N
-    offs_j = tl.arange(0, BKE)
     y = tl.zeros([BM, BN], dtype=tl.float32)
-    # contiguous activation tiles, loaded one tile ahead (across group boundaries too)
-    a = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, 0, K, BK)
-    for g0 in range(0, K, GS):
-        s, z = load_group_params(s_ptr, z_ptr, g0 // GS, N, offs_n, n_mask, HAS_Z, BITS)
-        acc = tl.zeros([BM, BN], dtype=tl.int32)
-        xsum = tl.zeros([BM], dtype=tl.int32)
-        for k0 in range(g0, g0 + GS, BK):
-            a_next = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, k0 + BK, K, BK)
-            acc, xsum = dot_tile_int8(acc, xsum, a, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
-                                      W0, W1, W2, E, BITS, BM, BKE, BN, USE_DOT, JOIN)
-            a = a_next
-        acc = acc - (z.to(tl.int32) - OFF)[None, :] * xsum[:, None]
-        y = y + s[None, :] * acc.to(tl.float32)
+    acc = tl.zeros([BM, BN], dtype=tl.int32)
+    xsum = tl.zeros([BM], dtype=tl.int32)
+    for k0 in tl.range(0, K, BK, num_stages=STAGES):
+        for i in tl.static_range(BK // SUB):
+            ks = k0 + i * SUB
+            a = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, ks, K, SUB)
+            # the group's scale and zero are loaded with the codes, never behind a branch:
+            # a load under a branch is not pipelined and costs a memory round trip a group
+            s, z = load_group_params(s_ptr, z_ptr, ks // GS, N, offs_n, n_mask & (ks < K), HAS_Z, BITS)
+            acc, xsum = dot_tile_int8(acc, xsum, a, q_ptr, N, K, ks, offs_n, n_mask,
+                                      W0, W1, W2, BITS, SUB, USE_DOT, HAS_Z)
+            if WHOLE:  # a step may run past the last group: y stays (y + 0 could flip a -0)
+                y = tl.where(ks < K, _add_group(y, acc, xsum, s, z, HAS_Z, BITS), y)
+                acc = tl.zeros([BM, BN], dtype=tl.int32)
+                xsum = tl.zeros([BM], dtype=tl.int32)
+            else:  # the group ends with this tile
+                last = (ks + SUB) % GS == 0
+                y = tl.where(last, _add_group(y, acc, xsum, s, z, HAS_Z, BITS), y)
+                acc = tl.where(last, 0, acc)
+                xsum = tl.where(last, 0, xsum)
     y = y * tl.load(sx_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
@@ -131,25 +148,26 @@ def gemm(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, 
 
 def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor],
               out_dtype: torch.dtype, *, block_m: int = 16, block_n: int = 64, block_k: int = 128,
-              group_m: int = 8, num_warps: int = 4, num_stages: int = 2, join_tiles: bool = True) -> torch.Tensor:
+              group_m: int = 8, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """int8-activation GEMM. xq: [M, K] int8, sx: [M] fp32 -> [M, N] out_dtype, bit-exact
-    against ``lowbit.quant.int8_linear_reference`` (integer zeros)."""
+    against ``lowbit.quant.int8_linear_reference`` (integer zeros). block_k: codes per loop
+    step (whole groups when the group is shorter)."""
     m, k = xq.shape
     if xq.dtype != torch.int8 or k != w.k:
         raise ValueError(f"gemm_int8 expects xq int8 [M, {w.k}], got {xq.dtype} {tuple(xq.shape)}")
     p = w.planes
-    bk = tile_k(block_k, w.group_size, p.E)
-    if bk is None:
-        raise ValueError(f"gemm_int8: no K tile fits group_size={w.group_size} with {w.bits}-bit slices of {p.E}")
+    sub = tile_k(min(block_k, w.group_size), w.group_size, 1)
+    if sub is None:
+        raise ValueError(f"gemm_int8: no power-of-two K tile divides group_size={w.group_size}")
+    whole = sub == w.group_size
+    bk = sub * max(1, block_k // sub) if whole else sub
     out = torch.empty(m, w.n, dtype=out_dtype, device=xq.device)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n),)
-    use_dot = bk // p.E >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
-    # short slices (e.g. 4-bit, group 32): reassemble the tile for one dot instead of CUDA cores
-    join = join_tiles and not use_dot and bk >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
+    use_dot = sub >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
     _gemm_int8_kernel[grid](
         xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
-        out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None,
-        bias is not None, use_dot, block_m, block_n, bk, group_m, join,
+        out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, w.bits, w.zeros is not None,
+        bias is not None, use_dot, block_m, block_n, bk, sub, whole, group_m, num_stages,
         num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
     )
     return out

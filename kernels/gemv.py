@@ -172,12 +172,13 @@ def gemv_pipelined(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor
 def _gemv_int8_groups_kernel(
     xq_ptr, q_ptr, s_ptr, z_ptr, parts_ptr, N, K, GS, GPP,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
-    HAS_Z: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+    HAS_Z: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, TILES: tl.constexpr, STAGES: tl.constexpr,
 ):
     """int8 GEMV split over groups: program (pid_n, pid_g) writes the per-group terms
     ``t_g = s_g * float(acc_g)`` of its GPP groups to parts [G, N]; the ordered reduction is a
     second kernel, so the sum keeps the reference's group order (bit-exact) while K is
-    spread over the grid."""
+    spread over the grid. A group is TILES tiles of BK codes, unrolled, so the group loop is
+    the innermost loop and the pipeliner keeps STAGES groups of loads in flight."""
     pid_n = tl.program_id(0).to(tl.int64)
     pid_g = tl.program_id(1).to(tl.int64)
     BKE: tl.constexpr = BK // E
@@ -186,11 +187,12 @@ def _gemv_int8_groups_kernel(
     offs_j = tl.arange(0, BKE)
     g_lo = pid_g * GPP
     g_hi = tl.minimum(g_lo + GPP, K // GS)
-    for g in range(g_lo, g_hi):
+    for g in tl.range(g_lo, g_hi, num_stages=STAGES):
         d2 = tl.zeros([BKE, BN], dtype=tl.int32)
         xs = tl.zeros([BKE], dtype=tl.int32)
-        for k0 in range(g * GS, g * GS + GS, BK):
-            d2, xs = gemv_tile(d2, xs, xq_ptr, q_ptr, N, K, k0, offs_j, offs_n, n_mask, W0, W1, W2, E, BKE, BN, True)
+        for t in tl.static_range(TILES):
+            d2, xs = gemv_tile(d2, xs, xq_ptr, q_ptr, N, K, g * GS + t * BK, offs_j, offs_n, n_mask,
+                               W0, W1, W2, E, BKE, BN, True)
         s, z = load_group_params(s_ptr, z_ptr, g, N, offs_n, n_mask, HAS_Z, BITS)
         acc = tl.sum(d2, axis=0) - z.to(tl.int32) * tl.sum(xs, axis=0)
         tl.store(parts_ptr + g * N + offs_n, s * acc.to(tl.float32), mask=n_mask)
@@ -281,7 +283,7 @@ def gemv_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optiona
         _gemv_int8_groups_kernel[grid](
             xq, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, parts, w.n, w.k, w.group_size,
             groups_per_program, p.W0, p.W1, p.W2, p.E, w.bits, w.zeros is not None, bk, block_n,
-            num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
+            w.group_size // bk, num_stages, num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
         )
         _int8_group_reduce_kernel[(triton.cdiv(w.n, _REDUCE_BLOCK),)](
             parts, sx, bias if bias is not None else sx, out, 1, w.n, groups, bias is not None, _REDUCE_BLOCK,

@@ -246,82 +246,50 @@ def dot_tile(
 
 
 @triton.jit
-def _interleave_slices(q0, q1, q2, q3, q4, q5, q6, q7, E: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr):
-    """The ``E`` slices [BKE, BN] of a K tile back in natural order: [E*BKE, BN] with row
-    ``E*j + t`` = row ``j`` of slice ``t`` (join the slices pairwise, put the slice index
-    ahead of the columns, merge it with the row index)."""
-    if E == 1:
-        return q0
-    elif E == 2:
-        return tl.reshape(tl.permute(tl.join(q0, q1), (0, 2, 1)), (2 * BKE, BN))
-    elif E == 4:
-        z = tl.join(tl.join(q0, q1), tl.join(q2, q3))  # [BKE, BN, u, v]: slice 2v + u
-        return tl.reshape(tl.permute(z, (0, 3, 2, 1)), (4 * BKE, BN))
-    else:
-        z = tl.join(tl.join(tl.join(q0, q1), tl.join(q2, q3)), tl.join(tl.join(q4, q5), tl.join(q6, q7)))
-        return tl.reshape(tl.permute(z, (0, 4, 3, 2, 1)), (8 * BKE, BN))  # slice 4w + 2v + u
+def _plane_rows(q_ptr, N, row0, offs_k, mask, offs_n, W: tl.constexpr):
+    """Bits of codes ``offs_k`` (any order) from the plane of width ``W`` at row ``row0``:
+    [len(offs_k), BN] int32. Each byte is loaded once per code it holds (the repeats hit L1)."""
+    EPW: tl.constexpr = 8 // W  # codes per byte of this plane
+    rows = row0 + offs_k // EPW
+    b = tl.load(q_ptr + rows.to(tl.int64)[:, None] * N + offs_n[None, :], mask=mask, other=0)
+    return (b.to(tl.int32) >> ((offs_k % EPW) * W)[:, None]) & ((1 << W) - 1)
+
+
+@triton.jit
+def codes_in_order(q_ptr, N, K, offs_k, offs_n, mask, W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr):
+    """Codes of rows ``offs_k`` in natural K order, [len(offs_k), BN] int32 in [0, 2**bits):
+    a row per code, so no slices to reassemble (the planes as in ``unpack_slice``)."""
+    q = _plane_rows(q_ptr, N, 0, offs_k, mask, offs_n, W0)
+    if W1 > 0:
+        q = q | (_plane_rows(q_ptr, N, (K // 8) * W0, offs_k, mask, offs_n, W1) << W0)
+    if W2 > 0:
+        q = q | (_plane_rows(q_ptr, N, (K // 8) * (W0 + W1), offs_k, mask, offs_n, W2) << (W0 + W1))
+    return q
 
 
 @triton.jit
 def dot_tile_int8(
-    acc, xsum, a, q_ptr, N, K, k0, offs_j, offs_n, n_mask,
-    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, E: tl.constexpr, BITS: tl.constexpr,
-    BM: tl.constexpr, BKE: tl.constexpr, BN: tl.constexpr, USE_DOT: tl.constexpr, JOIN: tl.constexpr = False,
+    acc, xsum, a, q_ptr, N, K, k0, offs_n, n_mask,
+    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, BITS: tl.constexpr,
+    BK: tl.constexpr, USE_DOT: tl.constexpr, XSUM: tl.constexpr,
 ):
-    """Exact int32 ``acc [BM, BN] += a @ (q - OFF)[k0:k0+BK, offs_n]`` and
-    ``xsum [BM] += sum_k a``, where a [BM, BK] int8 is the activation tile from
-    ``load_a_tile`` and OFF = 128 for 8-bit codes (so they fit int8) else 0.
-
-    USE_DOT: one int8 ``tl.dot`` per slice (slices of >= 32 rows, the sm_90 minimum).
-    JOIN: slices too short for that (e.g. 4-bit codes in groups of 32 give 16-row slices)
-    are put back in K order and the whole tile (>= 32 rows) goes through one int8 dot.
-    Neither: a CUDA-core multiply-reduce (tiles under 32 codes).
+    """Exact int32 ``acc [BM, BN] += a @ (q - OFF)[k0:k0+BK, offs_n]`` with OFF = 2**(bits-1),
+    so every width's codes fit int8 (symmetric weights need no other correction), and
+    ``xsum [BM] += sum_k a`` when XSUM (asymmetric: the caller subtracts ``(z - OFF) * xsum``).
+    a: [BM, BK] int8 activation tile from ``load_a_tile``, natural K order like the codes.
+    USE_DOT: one int8 ``tl.dot`` (BM >= 16, BK >= 32: the sm_90 minimum); else a CUDA-core
+    multiply-reduce.
     """
-    OFF: tl.constexpr = (BITS // 8) * 128  # 8-bit codes are shifted into int8 range
-    j_mask = k0 + E * offs_j < K
-    mask = j_mask[:, None] & n_mask[None, :]
-    b0 = tl.zeros([BKE, BN], dtype=tl.uint8)
-    b1 = b0
-    b2 = b0
-    if JOIN:
-        q0 = tl.zeros([BKE, BN], dtype=tl.int32)
-        q1 = q0
-        q2 = q0
-        q3 = q0
-        q4 = q0
-        q5 = q0
-        q6 = q0
-        q7 = q0
-        for t in tl.static_range(E):
-            q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
-            if t == 0:
-                q0 = q
-            elif t == 1:
-                q1 = q
-            elif t == 2:
-                q2 = q
-            elif t == 3:
-                q3 = q
-            elif t == 4:
-                q4 = q
-            elif t == 5:
-                q5 = q
-            elif t == 6:
-                q6 = q
-            else:
-                q7 = q
-        qn = _interleave_slices(q0, q1, q2, q3, q4, q5, q6, q7, E, BKE, BN)
-        acc = tl.dot(a, (qn - OFF).to(tl.int8), acc, out_dtype=tl.int32)
+    OFF: tl.constexpr = 1 << (BITS - 1)
+    offs_k = k0 + tl.arange(0, BK)
+    mask = (offs_k < K)[:, None] & n_mask[None, :]
+    w = codes_in_order(q_ptr, N, K, offs_k, offs_n, mask, W0, W1, W2) - OFF
+    if USE_DOT:
+        acc = tl.dot(a, w.to(tl.int8), acc, out_dtype=tl.int32)
     else:
-        a0, a1, a2, a3, a4, a5, a6, a7 = split_slices(a, E, BM, BKE)
-        for t in tl.static_range(E):
-            q, b0, b1, b2 = unpack_slice(q_ptr, N, K, k0, offs_j, offs_n, mask, b0, b1, b2, t, W0, W1, W2, E)
-            at = _slice_of(a0, a1, a2, a3, a4, a5, a6, a7, t)
-            if USE_DOT:
-                acc = tl.dot(at, (q - OFF).to(tl.int8), acc, out_dtype=tl.int32)
-            else:
-                acc += tl.sum(at.to(tl.int32)[:, :, None] * (q - OFF)[None, :, :], axis=1)
-    xsum += tl.sum(a.to(tl.int32), axis=1)
+        acc += tl.sum(a.to(tl.int32)[:, :, None] * w[None, :, :], axis=1)
+    if XSUM:
+        xsum += tl.sum(a.to(tl.int32), axis=1)
     return acc, xsum
 
 

@@ -142,13 +142,15 @@ def search_space(family: str, m: int, quick: bool = False) -> list[dict]:
                 for bk in ((64,) if quick else (32, 64)) for w in ((8,) if quick else (4, 8)) for st in ((3,) if quick else (3, 4))]
     if family == "dequant_cublas":
         return [dict()]
-    if family == "gemv_int8":
-        return [dict(block_n=bn, block_k=bk, num_warps=w)
-                for bn in ((64, 128) if quick else (32, 64, 128)) for bk in ((128,) if quick else (64, 128, 256)) for w in warps]
-    if family == "gemm_int8":
-        return [dict(block_m=bm, block_n=bn, block_k=bk, num_warps=w)
-                for bm in ((16, 64) if quick else (16, 32, 64)) for bn in ((64,) if quick else (64, 128))
-                for bk in ((128,) if quick else (64, 128)) for w in warps]
+    if family == "gemv_int8":  # groups_per_program is a launch argument: no extra compiles
+        return [dict(block_n=bn, block_k=128, groups_per_program=g, num_warps=1, num_stages=st)
+                for bn in ((64,) if quick else (32, 64, 128)) for g in ((2, 4) if quick else (1, 2, 4, 8))
+                for st in ((2,) if quick else (2, 3))]
+    if family == "gemm_int8":  # K is never split, so the tile sizes set the grid
+        top = max(16, min(64, 1 << (m - 1).bit_length()))
+        return [dict(block_m=bm, block_n=bn, block_k=128, num_warps=w, num_stages=st)
+                for bm in sorted({16, top}) for bn in ((32, 64) if quick else (16, 32, 64))
+                for w in ((4,) if quick else (2, 4)) for st in ((3,) if quick else (3, 4))]
     raise ValueError(f"unknown family {family!r}")
 
 

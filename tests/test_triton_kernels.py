@@ -170,7 +170,7 @@ def test_dequantize_matches_reference(block_k):
 
 # ---------------------------------------------------------------- int8 activations (exact)
 @pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("kind", ["gemv", "gemm_dot", "gemm_join", "gemm_cuda_core"])
+@pytest.mark.parametrize("kind", ["gemv", "gemm_groups", "gemm_tiles", "gemm_cuda_core"])
 def test_int8_exact_every_width(bits, kind):
     n, k, gs, m = 23, 128, 64, (1 if kind == "gemv" else 5)
     sym = bits in (2, 5, 8)
@@ -182,9 +182,9 @@ def test_int8_exact_every_width(bits, kind):
         out = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32)
         one = gemv_int8(xq, sx, dw, bias, x.dtype, block_n=16, block_k=32, groups_per_program=0)
         assert torch.equal(one, out)
-    elif kind == "gemm_dot":
+    elif kind == "gemm_groups":  # steps of one or more whole groups
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32 * plane_config(bits).E)
-    elif kind == "gemm_join":  # 32-code tiles: slices under 32 rows are reassembled for one dot
+    elif kind == "gemm_tiles":  # 32-code tiles, two to a group
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=32)
     else:
         out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=4, block_n=16, block_k=32)
@@ -200,6 +200,20 @@ def test_int8_per_channel_exact():
     ref = reference_linear(x, codes, s, z, bits, act="int8")
     assert torch.equal(gemm_int8(xq, sx, dw, None, x.dtype, block_m=16, block_n=16, block_k=64), ref)
     assert torch.equal(gemv_int8(xq[:1], sx[:1], dw, None, x.dtype, block_n=16, block_k=64), ref[:1])
+
+
+@pytest.mark.parametrize("bits,block_k", [(4, 128), (3, 256), (8, 64)])
+def test_int8_gemm_several_groups_a_step_exact(bits, block_k):
+    """Steps of several whole groups, with a last step that runs past K (7 groups), over
+    two row blocks: each group still reaches y in order, and no empty group touches y."""
+    n, k, gs, m = 37, 7 * 32, 32, 17
+    codes, s, z, dw = make(n, k, bits, gs, bits == 8)
+    x = torch.randn(m, k, device=DEV, dtype=ACT) * 4
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    xq, sx = quant.quantize_per_token_int8(x)
+    ref = reference_linear(x, codes, s, z, bits, bias, act="int8")
+    out = gemm_int8(xq, sx, dw, bias, x.dtype, block_m=16, block_n=16, block_k=block_k)
+    assert torch.equal(out, ref), f"max abs diff {(out.float() - ref.float()).abs().max()}"
 
 
 def test_int8_gemv_group_split_exact():
