@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -152,6 +153,7 @@ def set_config(family: str, config: dict, *, device_name: str = _DEFAULT, m: Opt
     """Register launch kwargs for a family (optionally only for one M bucket / shape / width)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+    check_config(family, config)
     _configs[(device_name, family, None if m is None else _bucket(m), n, k, bits, group_size)] = dict(config)
 
 
@@ -331,16 +333,10 @@ def config(family: str, m: int, w: DeviceWeight, device: torch.device) -> dict:
     return cfg
 
 
-def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:
-    """Run one family by name. x: [M, K] float (or the activations before int8
-    quantization for the *_int8 families) -> [M, N] x.dtype."""
+def _launcher(family: str):
+    """The launch function of a family (the *_int8 ones take quantized activations)."""
     from . import dequant, gemm, gemm_pairs, gemm_splitk, gemm_swap, gemv, gemv_dp4a, gemv_revsplitk, gemv_words
-    from .act_quant import quantize_rows_int8
 
-    if family in ("gemv_int8", "gemm_int8"):
-        xq, sx = quantize_rows_int8(x)  # one kernel, bit-exact to quant.quantize_per_token_int8
-        fn = gemv.gemv_int8 if family == "gemv_int8" else gemm.gemm_int8
-        return fn(xq, sx, w, bias, x.dtype, **cfg)
     fns = {
         "gemv_dp4a": gemv_dp4a.gemv_dp4a,
         "gemv_words": gemv_words.gemv_words,
@@ -353,10 +349,37 @@ def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[tor
         "gemm_splitk": gemm_splitk.gemm_splitk,
         "gemm": gemm.gemm,
         "dequant_cublas": dequant.dequant_linear,
+        "gemv_int8": gemv.gemv_int8,
+        "gemm_int8": gemm.gemm_int8,
     }
     if family not in fns:
         raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
-    return fns[family](x, w, bias, **cfg)
+    return fns[family]
+
+
+def check_config(family: str, config: dict) -> None:
+    """Raise ValueError if ``config`` has launch arguments ``family`` does not take (a config
+    tuned for an older version of the kernel)."""
+    fn = _launcher(family)
+    if family == "dequant_cublas":  # passes its config on to the dequantize kernel
+        from .dequant import dequantize_t as fn
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(config) - {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY})
+    if unknown:
+        raise ValueError(f"config for {family} has unknown launch arguments {unknown}; "
+                         f"it takes {sorted(n for n, p in params.items() if p.kind == p.KEYWORD_ONLY)}")
+
+
+def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:
+    """Run one family by name. x: [M, K] float (or the activations before int8
+    quantization for the *_int8 families) -> [M, N] x.dtype."""
+    fn = _launcher(family)
+    if family in ("gemv_int8", "gemm_int8"):
+        from .act_quant import quantize_rows_int8
+
+        xq, sx = quantize_rows_int8(x)  # one kernel, bit-exact to quant.quantize_per_token_int8
+        return fn(xq, sx, w, bias, x.dtype, **cfg)
+    return fn(x, w, bias, **cfg)
 
 
 def linear(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, act: str = "none") -> torch.Tensor:

@@ -336,8 +336,11 @@ def install(device: torch.device, dispatch) -> tuning.DeviceTuning:
     found = tuning.lookup(did)
     for tkey, ent in found.configs.items():
         k = tuning.TuneKey.decode(tkey)
-        dispatch.set_config(k.family, ent["config"], device_name=did.name, m=k.m_bucket, n=k.n, k=k.k,
-                            bits=k.bits, group_size=k.group_size)
+        try:
+            dispatch.set_config(k.family, ent["config"], device_name=did.name, m=k.m_bucket, n=k.n, k=k.k,
+                                bits=k.bits, group_size=k.group_size)
+        except ValueError as e:  # tuned for an older kernel: that entry falls back to the defaults
+            tuning._warn_once(f"lowbit: ignoring the tuned config {tkey}: {e}. Re-run `lowbit autotune` for this GPU")
     for skey, ent in found.winners.items():
         dispatch.set_winner(did.name, skey, ent["family"])
     for wkey, ent in found.thresholds.items():

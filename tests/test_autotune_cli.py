@@ -27,6 +27,51 @@ def test_parse_shapes():
             parse_shapes(bad)
 
 
+def test_every_config_fits_its_launcher():
+    """The search space, the heuristic defaults and the shipped tuning files only use launch
+    arguments the kernels take; a config that does not is refused when registered."""
+    from lowbit import tuning
+    from lowbit.backends.triton import ensure_kernels
+
+    ensure_kernels()
+    from lowbit.kernels import dispatch
+
+    for fam in dispatch.FAMILIES:
+        for m in (1, 16, 64, 256):
+            for quick in (False, True):
+                for cfg in search_space(fam, m, quick=quick):
+                    dispatch.check_config(fam, cfg)
+    for _, data in tuning._shipped():
+        for dev in data["devices"].values():
+            for tkey, ent in dev["configs"].items():
+                dispatch.check_config(tuning.TuneKey.decode(tkey).family, ent["config"])
+    with pytest.raises(ValueError, match=r"gemm_int8 has unknown launch arguments \['join_tiles'\]"):
+        dispatch.set_config("gemm_int8", dict(block_m=16, join_tiles=True), device_name="test-device")
+
+
+def test_stale_tuned_config_is_skipped_with_a_warning(monkeypatch):
+    """A cached config from an older kernel version falls back to the defaults with a
+    warning; the other entries still install."""
+    from lowbit import autotune, tuning
+    from lowbit.backends.triton import ensure_kernels
+
+    ensure_kernels()
+    from lowbit.kernels import dispatch
+
+    dev = tuning.DeviceId("test-device", "9.0", "3.6.0", "0.1.0")
+    stale = tuning.TuneKey("gemm_int8", 4096, 4096, 4, 32, "int8", 16)
+    good = tuning.TuneKey("gemm_int8", 4096, 4096, 4, 32, "int8", 32)
+    found = tuning.DeviceTuning(configs={stale.encode(): {"config": {"block_m": 16, "join_tiles": True}, "us": 1.0},
+                                         good.encode(): {"config": {"block_m": 32, "block_n": 16}, "us": 1.0}})
+    monkeypatch.setattr(tuning.DeviceId, "current", classmethod(lambda cls, device=None: dev))
+    monkeypatch.setattr(tuning, "lookup", lambda did: found)
+    monkeypatch.setattr(tuning, "_warned", set())
+    monkeypatch.setattr(dispatch, "_configs", {})
+    with pytest.warns(UserWarning, match="ignoring the tuned config .*join_tiles"):
+        autotune.install(torch.device("cpu"), dispatch)
+    assert list(dispatch._configs.values()) == [{"block_m": 32, "block_n": 16}]
+
+
 def test_search_space_nonempty_for_every_family():
     from lowbit.backends.triton import ensure_kernels
 
