@@ -269,7 +269,10 @@ def _default_config(family: str, m: int, w: DeviceWeight, sms: int) -> dict:
             bm = 16 if m <= 16 or -(-w.n // bn) < 2 * sms else 32
         else:
             bm, bn = 64, (64 if w.n >= 16384 else 16)
-        return dict(block_m=bm, block_n=bn, block_k=128, num_warps=4, num_stages=3)
+        # groups of 32 in one block-diagonal dot a step: 19-25% faster on 16x32 tiles, slower
+        # on larger ones (the dot's tile grows with the groups; H100, group_dot_ab_h100.json)
+        group_dot = bm == 16 and bn <= 32 and w.group_size <= 32
+        return dict(block_m=bm, block_n=bn, block_k=128, num_warps=4, num_stages=3, group_dot=group_dot)
     return {}
 
 

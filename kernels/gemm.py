@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .gemm_splitk import MIN_DOT_K, MIN_DOT_K_INT8, dot_block_k
 from .layout import DeviceWeight, tile_k
-from .unpack import dot_tile, dot_tile_int8, load_a_tile, load_group_params
+from .unpack import codes_in_order, dot_tile, dot_tile_int8, load_a_tile, load_group_params
 
 
 @triton.jit
@@ -82,12 +82,73 @@ def _add_group(y, acc, xsum, s, z, HAS_Z: tl.constexpr, BITS: tl.constexpr):
 
 
 @triton.jit
+def _add_terms_in_order(y, t, G: tl.constexpr):
+    """``y + t[..., 0] + t[..., 1] + ...`` one add at a time, in order. t: [BM, BN, G], G in
+    {2, 4, 8} (``tl.split`` halves the last axis: index g = 4a + 2b + c splits on c first)."""
+    if G == 2:
+        t0, t1 = tl.split(t)
+        y = y + t0
+        y = y + t1
+    elif G == 4:
+        e, o = tl.split(tl.reshape(t, [t.shape[0], t.shape[1], 2, 2]))  # g = 2a + b
+        t0, t2 = tl.split(e)
+        t1, t3 = tl.split(o)
+        y = y + t0
+        y = y + t1
+        y = y + t2
+        y = y + t3
+    else:
+        e, o = tl.split(tl.reshape(t, [t.shape[0], t.shape[1], 2, 2, 2]))  # g = 4a + 2b + c
+        ee, eo = tl.split(e)
+        oe, oo = tl.split(o)
+        t0, t4 = tl.split(ee)
+        t2, t6 = tl.split(eo)
+        t1, t5 = tl.split(oe)
+        t3, t7 = tl.split(oo)
+        y = y + t0
+        y = y + t1
+        y = y + t2
+        y = y + t3
+        y = y + t4
+        y = y + t5
+        y = y + t6
+        y = y + t7
+    return y
+
+
+@triton.jit
+def _group_dot_step(y, xq_ptr, q_ptr, s_ptr, stride_xm, pid_m, M, N, K, GS, k0, offs_n, n_mask,
+                    W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, BITS: tl.constexpr,
+                    BM: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr):
+    """A step of G = BK // SUB whole groups in one int8 dot (symmetric weights): the activation
+    tile is block-diagonal, [G*BM, BK] with row block g holding group g's columns and zeros
+    elsewhere, so row block g of the product is group g's exact sum. Its fp32 terms are
+    added to y in group order; terms past K are -0.0, which leaves any y unchanged."""
+    G: tl.constexpr = BK // SUB
+    r = tl.arange(0, G * BM)
+    rm = pid_m * BM + r % BM
+    rg = r // BM
+    offs_k = k0 + tl.arange(0, BK)
+    k_ok = offs_k < K
+    amask = (rm < M)[:, None] & k_ok[None, :] & ((tl.arange(0, BK) // SUB)[None, :] == rg[:, None])
+    a = tl.load(xq_ptr + rm[:, None] * stride_xm + offs_k[None, :], mask=amask, other=0)
+    w = codes_in_order(q_ptr, N, K, offs_k, offs_n, k_ok[:, None] & n_mask[None, :], W0, W1, W2) - (1 << (BITS - 1))
+    acc = tl.dot(a, w.to(tl.int8), out_dtype=tl.int32)
+    g = k0 // GS + rg
+    g_ok = (g < K // GS)[:, None]
+    s = tl.load(s_ptr + g[:, None] * N + offs_n[None, :], mask=g_ok & n_mask[None, :], other=0.0).to(tl.float32)
+    t = tl.where(g_ok, s * acc.to(tl.float32), -0.0)
+    t = tl.permute(tl.reshape(t, [G, BM, t.shape[1]]), (1, 2, 0))
+    return _add_terms_in_order(y, t, G)
+
+
+@triton.jit
 def _gemm_int8_kernel(
     xq_ptr, sx_ptr, q_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K, GS, stride_xm,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, BITS: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr, WHOLE: tl.constexpr,
-    GROUP_M: tl.constexpr, STAGES: tl.constexpr,
+    GROUP_M: tl.constexpr, STAGES: tl.constexpr, GROUP_DOT: tl.constexpr,
 ):
     """One flat K loop (so the pipeliner keeps STAGES steps of codes in flight). WHOLE: a
     step holds BK // SUB whole groups of SUB codes, each summed exactly and added to y in
@@ -102,7 +163,10 @@ def _gemm_int8_kernel(
     acc = tl.zeros([BM, BN], dtype=tl.int32)
     xsum = tl.zeros([BM], dtype=tl.int32)
     for k0 in tl.range(0, K, BK, num_stages=STAGES):
-        for i in tl.static_range(BK // SUB):
+        if GROUP_DOT:
+            y = _group_dot_step(y, xq_ptr, q_ptr, s_ptr, stride_xm, pid_m, M, N, K, GS, k0, offs_n, n_mask,
+                                W0, W1, W2, BITS, BM, BK, SUB)
+        for i in tl.static_range(0 if GROUP_DOT else BK // SUB):
             ks = k0 + i * SUB
             a = load_a_tile(xq_ptr, stride_xm, offs_m, m_mask, K, ks, K, SUB)
             # the group's scale and zero are loaded with the codes, never behind a branch:
@@ -148,7 +212,7 @@ def gemm(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, 
 
 def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor],
               out_dtype: torch.dtype, *, block_m: int = 16, block_n: int = 64, block_k: int = 128,
-              group_m: int = 8, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+              group_m: int = 8, num_warps: int = 4, num_stages: int = 3, group_dot: bool = False) -> torch.Tensor:
     """int8-activation GEMM. xq: [M, K] int8, sx: [M] fp32 -> [M, N] out_dtype, bit-exact
     against ``lowbit.quant.int8_linear_reference`` (integer zeros). block_k: codes per loop
     step (whole groups when the group is shorter)."""
@@ -164,10 +228,12 @@ def gemm_int8(xq: torch.Tensor, sx: torch.Tensor, w: DeviceWeight, bias: Optiona
     out = torch.empty(m, w.n, dtype=out_dtype, device=xq.device)
     grid = (triton.cdiv(m, block_m) * triton.cdiv(w.n, block_n),)
     use_dot = sub >= MIN_DOT_K_INT8 and block_m >= MIN_DOT_K
+    # group_dot: the step's whole groups in one block-diagonal dot (symmetric, 2/4/8 a step)
+    group_dot = group_dot and whole and use_dot and w.zeros is None and bk // sub in (2, 4, 8)
     _gemm_int8_kernel[grid](
         xq, sx, w.codes, w.scales, w.zeros if w.zeros is not None else w.scales, bias if bias is not None else w.scales,
         out, m, w.n, k, w.group_size, xq.stride(0), p.W0, p.W1, p.W2, w.bits, w.zeros is not None,
-        bias is not None, use_dot, block_m, block_n, bk, sub, whole, group_m, num_stages,
+        bias is not None, use_dot, block_m, block_n, bk, sub, whole, group_m, num_stages, group_dot,
         num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=False,
     )
     return out

@@ -216,6 +216,21 @@ def test_int8_gemm_several_groups_a_step_exact(bits, block_k):
     assert torch.equal(out, ref), f"max abs diff {(out.float() - ref.float()).abs().max()}"
 
 
+@pytest.mark.parametrize("bits,block_k", [(4, 128), (2, 256), (8, 64)])
+def test_int8_gemm_group_dot_exact(bits, block_k):
+    """Symmetric weights, 2/4/8 groups of 32 a step in one block-diagonal dot, the last step
+    past K (7 groups): the same bits as the reference and as one dot per group."""
+    n, k, gs, m = 37, 7 * 32, 32, 17
+    codes, s, z, dw = make(n, k, bits, gs, sym=True)
+    x = torch.randn(m, k, device=DEV, dtype=ACT) * 4
+    bias = torch.randn(n, device=DEV, dtype=ACT)
+    xq, sx = quant.quantize_per_token_int8(x)
+    ref = reference_linear(x, codes, s, z, bits, bias, act="int8")
+    cfg = dict(block_m=16, block_n=16, block_k=block_k)
+    assert torch.equal(gemm_int8(xq, sx, dw, bias, x.dtype, group_dot=True, **cfg), ref)
+    assert torch.equal(gemm_int8(xq, sx, dw, bias, x.dtype, group_dot=False, **cfg), ref)
+
+
 def test_int8_gemv_group_split_exact():
     """Many groups, several per program, columns past a block: the ordered reduction keeps
     the reference's bits."""
