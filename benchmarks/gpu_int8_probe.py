@@ -9,6 +9,7 @@ int8 linear the dispatcher runs (quantization kernel included).
 
 Usage: PYTHONPATH=. python3 benchmarks/gpu_int8_probe.py [--shapes 4096x4096] [--ms 1,4,16,32,64]
        [--baseline MODULE]   (a module with its own gemm_int8(xq, sx, w, bias, dtype, **cfg) to time too)
+       [--group-dot]         (the default tile with group_dot off and on)
 """
 import argparse
 import importlib
@@ -47,7 +48,7 @@ def check(n=4096, k=4096):
                 b = torch.randn(n, device="cuda", dtype=dtype)
                 ref = reference_linear(x, codes, s, z, bits, b, act="int8")
                 xq, sx = quantize_rows_int8(x)
-                runs = [("gemm_int8", gemm_int8, cfg) for cfg in grid(m, quick=True)]
+                runs = [("gemm_int8", gemm_int8, dict(cfg, group_dot=gd)) for cfg in grid(m, quick=True) for gd in (False, True)]
                 if m == 1:
                     runs += [("gemv_int8", gemv_int8, dict()), ("gemv_int8", gemv_int8, dict(groups_per_program=0))]
                 for name, fn, cfg in runs:
@@ -78,7 +79,7 @@ def copies(n, k, bits, gs):
                       for _ in range(bg.copies_for(nbytes) - 1)]
 
 
-def sweep(n, k, m, baseline=None):
+def sweep(n, k, m, baseline=None, group_dot_ab=False):
     row = dict(n=n, k=k, m=m, cublas=bg.time_cublas(n, k, m), w4g128_fp16=bg.time_lowbit(n, k, m, 4, 128)[0])
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     xq, sx = quantize_rows_int8(x)
@@ -97,15 +98,21 @@ def sweep(n, k, m, baseline=None):
             gres = sorted(time_configs(lambda d, **c: gemv_int8(xq, sx, d, None, torch.float16, **c), dws, g),
                           key=lambda r: r[0])
             out["gemv_best"], out["gemv_best_cfg"] = (gres[0] if gres else (None, None))
+        if group_dot_ab and fam == "gemm_int8":  # the default tile with and without group_dot
+            for gd in (False, True):
+                c = dict(cfg, group_dot=gd)
+                out[f"group_dot_{gd}"] = graph_us([lambda d=d: gemm_int8(xq, sx, d, None, torch.float16, **c)
+                                                   for d in dws])
         if baseline is not None:
-            bcfg = {kk: v for kk, v in cfg.items() if kk != "groups_per_program"} if fam == "gemm_int8" else {}
+            bcfg = {kk: v for kk, v in cfg.items() if kk != "group_dot"} if fam == "gemm_int8" else {}
             out["baseline"] = graph_us([lambda d=d: baseline.gemm_int8(xq, sx, d, None, torch.float16, **bcfg)
                                         for d in dws])
         row[label] = out
         log(f"{n}x{k} M={m} {label}: cuBLAS {row['cublas']:.1f}  fp16 W4g128 {row['w4g128_fp16']:.1f}  "
             f"op({fam}) {op:.1f}  gemm_int8 best {out['best']:.1f} {out['best_cfg']}"
             + (f"  gemv_int8 best {out['gemv_best']:.1f} {out['gemv_best_cfg']}" if m == 1 else "")
-            + (f"  baseline {out['baseline']:.1f}" if baseline is not None else ""))
+            + (f"  baseline {out['baseline']:.1f}" if baseline is not None else "")
+            + (f"  group_dot off/on {out['group_dot_False']:.1f}/{out['group_dot_True']:.1f}" if "group_dot_True" in out else ""))
         del dws
     return row
 
@@ -117,6 +124,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--baseline", default=None)
+    ap.add_argument("--group-dot", action="store_true", help="also time the default tile with group_dot off and on")
     a = ap.parse_args()
     baseline = importlib.import_module(a.baseline) if a.baseline else None
     bg.section_env()
@@ -124,7 +132,7 @@ def main():
     for s in a.shapes.split(","):
         n, k = map(int, s.split("x"))
         for m in map(int, a.ms.split(",")):
-            res["sweep"].append(sweep(n, k, m, baseline))
+            res["sweep"].append(sweep(n, k, m, baseline, a.group_dot))
             with open(os.path.join(a.out, "int8_probe.json"), "w") as f:
                 json.dump(res, f, indent=1, default=str)
 
