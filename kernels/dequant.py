@@ -68,9 +68,11 @@ def dequantize_t(w: DeviceWeight, dtype: torch.dtype, *, block_k: int = 64, bloc
     return out
 
 
-def dequant_linear(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, **kw) -> torch.Tensor:
-    """y = x @ W.T (+ bias) through a dense dequantized weight and cuBLAS. x: [M, K] -> [M, N]."""
-    wt = dequantize_t(w, x.dtype, **kw)
+def dequant_linear(x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor] = None, *, block_k: int = 64,
+                   block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
+    """y = x @ W.T (+ bias) through a dense dequantized weight and cuBLAS. x: [M, K] -> [M, N].
+    The launch arguments are the dequantize kernel's (``dequantize_t``)."""
+    wt = dequantize_t(w, x.dtype, block_k=block_k, block_n=block_n, num_warps=num_warps)
     if bias is not None:
         return torch.addmm(bias.to(x.dtype), x, wt)
     return x @ wt

@@ -363,14 +363,11 @@ def _launcher(family: str):
 def check_config(family: str, config: dict) -> None:
     """Raise ValueError if ``config`` has launch arguments ``family`` does not take (a config
     tuned for an older version of the kernel)."""
-    fn = _launcher(family)
-    if family == "dequant_cublas":  # passes its config on to the dequantize kernel
-        from .dequant import dequantize_t as fn
-    params = inspect.signature(fn).parameters
-    unknown = sorted(set(config) - {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY})
+    params = inspect.signature(_launcher(family)).parameters
+    takes = sorted(n for n, p in params.items() if p.kind == p.KEYWORD_ONLY)
+    unknown = sorted(set(config) - set(takes))
     if unknown:
-        raise ValueError(f"config for {family} has unknown launch arguments {unknown}; "
-                         f"it takes {sorted(n for n, p in params.items() if p.kind == p.KEYWORD_ONLY)}")
+        raise ValueError(f"config for {family} has unknown launch arguments {unknown}; it takes {takes}")
 
 
 def run_family(family: str, x: torch.Tensor, w: DeviceWeight, bias: Optional[torch.Tensor], **cfg) -> torch.Tensor:

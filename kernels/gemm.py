@@ -9,8 +9,9 @@ int8 family (``gemm_int8``): activations quantized per token (``lowbit.quant``, 
 the reference's rounding), int8 ``tl.dot`` with int32 accumulation. The reference sums
 groups in order in fp32 (``y = y + s_g * acc_g``), so K is never split: the program walks
 the groups in order in one flat, software-pipelined loop (a step holds several whole short
-groups, or one tile of a long group), keeps an exact int32 accumulator per group, subtracts ``(z_g - OFF) * sum(xq)`` in int32 and adds ``s_g * acc_g`` in
-fp32 without FMA (the launch disables FP fusion); then ``y *= sx``, ``y += bias``.
+groups, or one tile of a long group), keeps an exact int32 accumulator per group, subtracts
+``(z_g - OFF) * sum(xq)`` in int32 (asymmetric weights) and adds ``s_g * acc_g`` in fp32
+without FMA (the launch disables FP fusion); then ``y *= sx``, ``y += bias``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import triton.language as tl
 
 from .gemm_splitk import MIN_DOT_K, MIN_DOT_K_INT8, dot_block_k
 from .layout import DeviceWeight, tile_k
-from .unpack import codes_in_order, dot_tile, dot_tile_int8, load_a_tile, load_group_params
+from .unpack import dot_tile, dot_tile_int8, load_a_tile, load_group_params, signed_codes
 
 
 @triton.jit
@@ -132,7 +133,7 @@ def _group_dot_step(y, xq_ptr, q_ptr, s_ptr, stride_xm, pid_m, M, N, K, GS, k0, 
     k_ok = offs_k < K
     amask = (rm < M)[:, None] & k_ok[None, :] & ((tl.arange(0, BK) // SUB)[None, :] == rg[:, None])
     a = tl.load(xq_ptr + rm[:, None] * stride_xm + offs_k[None, :], mask=amask, other=0)
-    w = codes_in_order(q_ptr, N, K, offs_k, offs_n, k_ok[:, None] & n_mask[None, :], W0, W1, W2) - (1 << (BITS - 1))
+    w = signed_codes(q_ptr, N, K, offs_k, offs_n, k_ok[:, None] & n_mask[None, :], W0, W1, W2, BITS)
     acc = tl.dot(a, w.to(tl.int8), out_dtype=tl.int32)
     g = k0 // GS + rg
     g_ok = (g < K // GS)[:, None]

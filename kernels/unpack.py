@@ -268,6 +268,14 @@ def codes_in_order(q_ptr, N, K, offs_k, offs_n, mask, W0: tl.constexpr, W1: tl.c
 
 
 @triton.jit
+def signed_codes(q_ptr, N, K, offs_k, offs_n, mask, W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr,
+                 BITS: tl.constexpr):
+    """``codes_in_order(...) - 2**(bits-1)``: int32 in [-2**(bits-1), 2**(bits-1)), so every
+    width fits an int8 dot operand (the int8 GEMM's OFF)."""
+    return codes_in_order(q_ptr, N, K, offs_k, offs_n, mask, W0, W1, W2) - (1 << (BITS - 1))
+
+
+@triton.jit
 def dot_tile_int8(
     acc, xsum, a, q_ptr, N, K, k0, offs_n, n_mask,
     W0: tl.constexpr, W1: tl.constexpr, W2: tl.constexpr, BITS: tl.constexpr,
@@ -280,10 +288,9 @@ def dot_tile_int8(
     USE_DOT: one int8 ``tl.dot`` (BM >= 16, BK >= 32: the sm_90 minimum); else a CUDA-core
     multiply-reduce.
     """
-    OFF: tl.constexpr = 1 << (BITS - 1)
     offs_k = k0 + tl.arange(0, BK)
     mask = (offs_k < K)[:, None] & n_mask[None, :]
-    w = codes_in_order(q_ptr, N, K, offs_k, offs_n, mask, W0, W1, W2) - OFF
+    w = signed_codes(q_ptr, N, K, offs_k, offs_n, mask, W0, W1, W2, BITS)
     if USE_DOT:
         acc = tl.dot(a, w.to(tl.int8), acc, out_dtype=tl.int32)
     else:

@@ -155,8 +155,7 @@ def localize(model: nn.Module) -> nn.Module:
     """Turn a model sharded by :func:`apply_tp` / :func:`load_sharded` into plain per-rank
     tensors, in place: every DTensor weight becomes its local shard (a LowBitTensor stays one),
     the forward hooks of those linears (parallelize_module's redistribution) are removed, and
-    each row-wise linear gets one
-    all-reduce of its output. Column-wise outputs were already local, so the math is the DTensor
+    each row-wise linear gets one all-reduce of its output. Column-wise outputs were already local, so the math is the DTensor
     model's. For a compiled decode step: a DTensor step is host-bound at TP = 2 (every
     parameter goes through the subclass on every call; docs/tensor_parallel.md). Not
     reversible: the model no longer carries placements, so save or re-shard before this."""
