@@ -36,7 +36,7 @@ constexpr int kBlockK = 32;     // k values per block: 8 code vectors of 16 rows
 constexpr int kCodeVecs = kBlockK / kQuad;   // 8
 constexpr int kVecBytes = kTileN * kQuad;    // 64: one unpacked code vector
 constexpr uint32_t kPackedMagic = 0x4C42574Bu;  // "KWBL"
-constexpr uint32_t kPackedVersion = 1;
+constexpr uint32_t kPackedVersion = 2;  // 2: group records (scales beside their codes)
 constexpr int kHeaderBytes = 64;
 
 struct PackedHeader {     // first 64 bytes of a packed weight
@@ -45,8 +45,11 @@ struct PackedHeader {     // first 64 bytes of a packed weight
   int64_t n, k;
   int32_t scale_dtype, zero_kind;
   int64_t tile_bytes;      // bytes per 16-row tile (multiple of 64)
-  int64_t scales_offset;   // within a tile: codes first, then scales [G][16], then zeros [G][16]
-  int64_t zeros_offset;
+  // A tile is G group records, one after another: the group's code blocks, its scales [16],
+  // its zeros [16]. Offsets of scales / zeros inside a record, and the record's size.
+  int32_t scales_offset;
+  int32_t zeros_offset;
+  int64_t group_bytes;
 };
 static_assert(sizeof(PackedHeader) <= kHeaderBytes, "header must fit its slot");
 
@@ -69,10 +72,10 @@ inline int64_t make_header(PackedHeader& h, int bits, int group_size, int64_t n,
   h.scale_dtype = static_cast<int32_t>(sdt);
   h.zero_kind = static_cast<int32_t>(zk);
   const int64_t groups = k / group_size;
-  h.scales_offset = tile_codes_bytes(k, bits);
-  h.zeros_offset = h.scales_offset + groups * kTileN * dtype_size(sdt);
-  const int64_t raw = h.zeros_offset + groups * kTileN * zero_size(zk);
-  h.tile_bytes = (raw + 63) / 64 * 64;
+  h.scales_offset = int32_t(tile_codes_bytes(group_size, bits));
+  h.zeros_offset = h.scales_offset + kTileN * dtype_size(sdt);
+  h.group_bytes = h.zeros_offset + kTileN * zero_size(zk);
+  h.tile_bytes = (groups * h.group_bytes + 63) / 64 * 64;
   const int64_t tiles = (n + kTileN - 1) / kTileN;
   return kHeaderBytes + tiles * h.tile_bytes;
 }

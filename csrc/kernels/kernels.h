@@ -14,9 +14,10 @@ namespace lowbit {
 
 // One call = MR activation rows x one 16-row weight tile, the whole K.
 struct TileArgs {
-  const uint8_t* tile;        // packed tile: codes [K/32][64*bits], scales [G][16], zeros [G][16]
-  int64_t scales_offset;      // byte offsets of scales / zeros inside the tile (PackedHeader)
+  const uint8_t* tile;        // packed tile: G group records [codes [bpg][64*bits], scales [16], zeros [16]]
+  int64_t scales_offset;      // byte offsets of scales / zeros inside a group record (PackedHeader)
   int64_t zeros_offset;
+  int64_t group_bytes;        // size of a group record: group g starts at tile + g * group_bytes
   const int8_t* xq;           // quantized activations, row m at xq + m*ldx   (int8, K used)
   int64_t ldx;
   const int32_t* xsum;        // per-group sums of xq, row m at xsum + m*ldxs  (G used)

@@ -75,14 +75,31 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
   }
 }
 
-// Software prefetch distance, in blocks: at least 6 KiB ahead (W4: 24 blocks). A fixed block
-// count left the narrow widths with few bytes in flight (W2: 3 KiB), and at 50-60 GB/s
-// each core must keep ~30 GB/s x ~100 ns of reads in flight: W2 M=1 at 48 blocks instead of
-// 24 was 22% faster there (neutral at 34 GB/s); 12 KiB: W4 M=1 -3%, M=4 +3-6%, W3 worse.
-constexpr int kPrefetchBytes = 6144;
+// Software prefetch: which kernels, and how far ahead. A tile is one stream (group records:
+// codes, then that group's scales and zeros), which the hardware prefetcher follows on its
+// own. Measured on one Zen 4 core from DRAM (docs/cpu_kernels.md, "One stream per tile"):
+// kernels with little work per byte (M=1 on a single plane or on 8-bit codes) stream
+// fastest with no software prefetch at all (W4 M=1 -20%, W8 M=1 -43% against 6 KiB);
+// heavier ones (M >= 2, the merged multi-plane M=1 kernel) fall behind the hardware
+// prefetcher and need it 6 KiB ahead (W4 M=4 2x slower without; 1-3 KiB was worse than
+// both). kPrefetchBytes = 0 turns it off everywhere.
+#ifndef LOWBIT_PREFETCH_BYTES
+#define LOWBIT_PREFETCH_BYTES 6144
+#endif
+constexpr int kPrefetchBytes = LOWBIT_PREFETCH_BYTES;
 template <int BITS>
 constexpr int prefetch_blocks() {
-  return kPrefetchBytes / (kVecBytes * BITS) > 24 ? (kPrefetchBytes + kVecBytes * BITS - 1) / (kVecBytes * BITS) : 24;
+  return (kPrefetchBytes + kVecBytes * BITS - 1) / (kVecBytes * BITS);
+}
+
+// Software prefetch (into L2) of every cache line touching [p, p + BYTES). Group records are
+// not line-aligned (a W4 group-32 record is 288 bytes), so prefetching "one line per 64
+// bytes from p" would skip a line in every other record, a demand miss the heavier kernels
+// (M >= 4) stall on.
+LOWBIT_INLINE void prefetch_lines(const uint8_t* p, int64_t bytes) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
+  const uintptr_t hi = reinterpret_cast<uintptr_t>(p) + bytes;
+  for (uintptr_t q = lo; q < hi; q += 64) __builtin_prefetch(reinterpret_cast<const void*>(q), 0, 2);
 }
 
 // GEMV variant for ISAs whose dot product takes any u8 (AVX-512 VNNI): the codes are only
@@ -107,43 +124,41 @@ constexpr int prefetch_blocks() {
 // per tile and is the initial value of the weight-1 accumulator (no scalar multiply, no
 // GPR broadcast, no subtract per group), and two groups are unrolled per iteration.
 //
-// Prefetch: prefetch_blocks() blocks ahead of the codes and as many groups ahead of the
-// scales; near the end of the tile both run on into the next tile in memory (the thread's
-// next tile except at the end of its chunk), whose first blocks and scales otherwise start
-// cold, once per tile.
+// Software prefetch only for the multi-plane widths (see kPrefetchBytes).
 constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 #ifndef LOWBIT_MASKED_MIN_GS
 #define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
 #endif
 
-// A tile's groups and blocks as the masked kernels walk them: where each group's scales,
-// zeros and codes live, and what to prefetch (past the end: the next tile's first ones).
-template <int BITS, DType SDT, ZeroKind ZK, int BPG>
+// A tile's group records as the masked kernels walk them: where each group's codes, scales
+// and zeros live, and (PREFETCH) the software prefetch ~kPrefetchBytes ahead in the stream
+// they form; past the tile's end that is the next tile in memory (the thread's next tile,
+// except at the end of its chunk), whose first records would otherwise start cold.
+template <int BITS, DType SDT, ZeroKind ZK, int BPG, bool PREFETCH>
 struct TileWalk {
   static constexpr int ssz = dtype_size(SDT);
   static constexpr int zsz = zero_size(ZK);
+  static constexpr int kParamBytes = kTileN * (ssz + zsz);
   static constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
-  static constexpr int kPrefetchBlocks = prefetch_blocks<BITS>();
+  static constexpr int64_t kAhead = PREFETCH ? int64_t(prefetch_blocks<BITS>()) * kBlockBytes : 0;
+  // with BPG known the record size is a constant: no multiply by a runtime stride per group
+  static constexpr int64_t kGroupBytes = BPG * kBlockBytes + kParamBytes;
   const TileArgs& a;
   const int bpg;  // blocks per group
-  const int64_t groups, nblocks, pf_groups;
-  const uint8_t *scales, *zeros, *next;
+  const int64_t groups;
   explicit LOWBIT_INLINE TileWalk(const TileArgs& t)
-      : a(t), bpg(BPG ? BPG : t.group_size / kBlockK), groups(t.k / t.group_size), nblocks(t.k / kBlockK),
-        pf_groups((kPrefetchBlocks + bpg - 1) / bpg), scales(t.tile + t.scales_offset), zeros(t.tile + t.zeros_offset),
-        next(t.tile + (t.zeros_offset + groups * kTileN * zsz + 63) / 64 * 64) {}
-  LOWBIT_INLINE const uint8_t* group_scales(int64_t g) const { return scales + g * kTileN * ssz; }
-  LOWBIT_INLINE const uint8_t* group_zeros(int64_t g) const { return zeros + g * kTileN * zsz; }
-  LOWBIT_INLINE void prefetch_scales(int64_t g) const {  // those of the group pf_groups ahead
-    const int64_t gp = g + pf_groups;
-    __builtin_prefetch(gp < groups ? group_scales(gp) : next + a.scales_offset + (gp - groups) * kTileN * ssz, 0, 2);
+      : a(t), bpg(BPG ? BPG : t.group_size / kBlockK), groups(t.k / t.group_size) {}
+  LOWBIT_INLINE const uint8_t* record(int64_t g) const { return a.tile + g * (BPG ? kGroupBytes : a.group_bytes); }
+  LOWBIT_INLINE const uint8_t* group_scales(int64_t g) const { return record(g) + (BPG ? BPG * kBlockBytes : a.scales_offset); }
+  LOWBIT_INLINE const uint8_t* group_zeros(int64_t g) const { return group_scales(g) + kTileN * ssz; }
+  LOWBIT_INLINE void prefetch_params(int64_t g) const {  // the lines kAhead past group g's scales and zeros
+    if constexpr (kAhead != 0 && kParamBytes != 0) prefetch_lines(group_scales(g) + kAhead, kParamBytes);
   }
-  // block ``i``'s codes; prefetches the block kPrefetchBlocks ahead
-  LOWBIT_INLINE const uint8_t* block(int64_t i) const {
-    const int64_t bp = i + kPrefetchBlocks;
-    const uint8_t* pf = bp < nblocks ? a.tile + bp * kBlockBytes : next + (bp - nblocks) * kBlockBytes;
-    for (int l = 0; l < BITS; ++l) __builtin_prefetch(pf + l * kVecBytes, 0, 2);
-    return a.tile + i * kBlockBytes;
+  // block ``b`` of group ``g``; prefetches the lines kAhead past it
+  LOWBIT_INLINE const uint8_t* block(int64_t g, int b) const {
+    const uint8_t* blk = record(g) + b * kBlockBytes;
+    if constexpr (kAhead != 0) prefetch_lines(blk + kAhead, kBlockBytes);
+    return blk;
   }
 };
 
@@ -153,7 +168,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   using F = typename I::F;
   using V = typename I::V;
   constexpr int NP = plane_count(BITS);
-  const TileWalk<BITS, SDT, ZK, BPG> tw(a);
+  const TileWalk<BITS, SDT, ZK, BPG, (NP > 1 && kPrefetchBytes != 0)> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
@@ -173,10 +188,10 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(zx + g) : I::acc_zero();
       acc[i][1] = I::acc_zero();
     });
-    tw.prefetch_scales(g);
+    tw.prefetch_params(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
-      const uint8_t* blk = tw.block(blk_index);
+      const uint8_t* blk = tw.block(g, b);
       const int8_t* xk = a.xq + blk_index * kBlockK;
       if constexpr (BITS == 3) {
         // 3 = 2+1 merged in place, no second dot: code vector c = 4p + 2s + j (j = 0, 1) is
@@ -296,7 +311,7 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
-  const TileWalk<BITS, SDT, ZK, BPG> tw(a);
+  const TileWalk<BITS, SDT, ZK, BPG, (kPrefetchBytes != 0)> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
@@ -323,10 +338,10 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
       lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(zx + g * MR + m) : I::acc_zero();
       hi[m] = I::acc_zero();
     });
-    tw.prefetch_scales(g);
+    tw.prefetch_params(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
-      const uint8_t* blk = tw.block(blk_index);
+      const uint8_t* blk = tw.block(g, b);
       const int8_t* xk = a.xq + blk_index * kBlockK;
       unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
         constexpr int p = decltype(pv)::value;
@@ -395,8 +410,8 @@ void linear_tile(const TileArgs& a) {
   const int64_t groups = a.k / a.group_size;
   const int ssz = dtype_size(a.scale_dtype), zsz = zero_size(a.zero_kind);
   const int32_t zsym = 1 << (BITS - 1);
-  const uint8_t* scales = a.tile + a.scales_offset;
-  const uint8_t* zeros = a.tile + a.zeros_offset;
+  // group g's record: its blocks, then scales [16], then zeros [16]
+  auto record = [&](int64_t g) LOWBIT_LAMBDA { return a.tile + g * a.group_bytes; };
 
   // The dot products of one (row, group) form a dependent chain of vpdpbusd / sdot; with few
   // activation rows there are too few chains to hide its latency, so each is split over S
@@ -412,8 +427,8 @@ void linear_tile(const TileArgs& a) {
   // widened once per part and shared by the MR rows
   auto finish_group = [&](int64_t g, Acc (&sum)[MR][P]) LOWBIT_LAMBDA {
     for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
-      const F s = I::load_scales(scales + (g * kTileN + p * L) * ssz, a.scale_dtype);
-      const uint8_t* zp = zeros + (g * kTileN + p * L) * zsz;
+      const F s = I::load_scales(record(g) + a.scales_offset + p * L * ssz, a.scale_dtype);
+      const uint8_t* zp = record(g) + a.zeros_offset + p * L * zsz;
       unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
         constexpr int m = decltype(mm)::value;
         const int32_t sumx = a.xsum[m * a.ldxs + g];
@@ -429,18 +444,20 @@ void linear_tile(const TileArgs& a) {
   // ready work while they drain (with MR rows and one block per group the window cannot
   // reach past a whole group on its own). Group 32, per block: W4 M=4 -11%, W3 M=4 -20%.
   Acc prev[MR][P];
+  // software prefetch at MR >= 2 only (see kPrefetchBytes), kAhead bytes on in the tile's stream
+  constexpr bool kPrefetch = MR >= 2 && kPrefetchBytes != 0;
+  constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS>()) * BITS * kVecBytes;
   for (int64_t g = 0; g < groups; ++g) {
+    if constexpr (kPrefetch) prefetch_lines(record(g) + a.scales_offset + kAhead, kTileN * (ssz + zsz));
     Acc acc[MR][P][S];
     for (int m = 0; m < MR; ++m)
       for (int p = 0; p < P; ++p)
         for (int q = 0; q < S; ++q) acc[m][p][q] = I::acc_zero();
-    auto dot_block = [&](int64_t blk_index) LOWBIT_LAMBDA {
-      const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
-      const int8_t* xk = a.xq + blk_index * kBlockK;
-      // software prefetch prefetch_blocks() ahead (one cache line per bit of width): at M=1
-      // the kernel is a pure weight stream and the hardware prefetcher alone lags behind.
-      // Into L2 (prefetcht1): 2-10% faster at M=1 than prefetcht0 on Zen 4.
-      for (int l = 0; l < BITS; ++l) __builtin_prefetch(blk + (prefetch_blocks<BITS>() * BITS + l) * kVecBytes, 0, 2);
+    auto dot_block = [&](int b) LOWBIT_LAMBDA {
+      const uint8_t* blk = record(g) + b * (kVecBytes * BITS);
+      const int8_t* xk = a.xq + (g * blocks_per_group + b) * kBlockK;
+      // into L2 (prefetcht1): 2-10% faster than prefetcht0 on Zen 4 (measured at M=1)
+      if constexpr (kPrefetch) prefetch_lines(blk + kAhead, kVecBytes * BITS);
       for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
@@ -454,9 +471,9 @@ void linear_tile(const TileArgs& a) {
       });
     };
     if (blocks_per_group == 1) {
-      dot_block(g);  // group 32 straight-line: GCC's block loop copied every accumulator (M=4 -16%)
+      dot_block(0);  // group 32 straight-line: GCC's block loop copied every accumulator (M=4 -16%)
     } else {
-      for (int b = 0; b < blocks_per_group; ++b) dot_block(g * blocks_per_group + b);
+      for (int b = 0; b < blocks_per_group; ++b) dot_block(b);
     }
     if (g > 0) finish_group(g - 1, prev);
     for (int m = 0; m < MR; ++m)
@@ -491,8 +508,6 @@ void linear_tile_fact(const TileArgs& a) {
   const int64_t groups = a.k / a.group_size;
   const int ssz = dtype_size(a.scale_dtype), zsz = zero_size(a.zero_kind);
   const int32_t zsym = 1 << (BITS - 1);
-  const uint8_t* scales = a.tile + a.scales_offset;
-  const uint8_t* zeros = a.tile + a.zeros_offset;
 
   F y[MR][P];
   for (int m = 0; m < MR; ++m)
@@ -503,17 +518,17 @@ void linear_tile_fact(const TileArgs& a) {
   constexpr int S = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
 
   for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* rec = a.tile + g * a.group_bytes;  // the group's blocks, scales [16], zeros [16]
     F acc[MR][P][S];
     F zf[P];
     for (int p = 0; p < P; ++p) {
-      zf[p] = I::load_zeros_f(zeros + (g * kTileN + p * L) * zsz, a.zero_kind, zsym);
+      zf[p] = I::load_zeros_f(rec + a.zeros_offset + p * L * zsz, a.zero_kind, zsym);
       for (int m = 0; m < MR; ++m)
         for (int q = 0; q < S; ++q) acc[m][p][q] = I::f_zero();
     }
     for (int b = 0; b < blocks_per_group; ++b) {
-      const int64_t blk_index = g * blocks_per_group + b;
-      const uint8_t* blk = a.tile + blk_index * (kVecBytes * BITS);
-      const float* xk = a.xf + blk_index * kBlockK;
+      const uint8_t* blk = rec + b * (kVecBytes * BITS);
+      const float* xk = a.xf + (g * blocks_per_group + b) * kBlockK;
       for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
@@ -531,7 +546,7 @@ void linear_tile_fact(const TileArgs& a) {
       });
     }
     for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
-      const F s = I::load_scales(scales + (g * kTileN + p * L) * ssz, a.scale_dtype);
+      const F s = I::load_scales(rec + a.scales_offset + p * L * ssz, a.scale_dtype);
       for (int m = 0; m < MR; ++m) {
         F t = acc[m][p][0];
         for (int q = 1; q < S; ++q) t = I::fadd(t, acc[m][p][q]);

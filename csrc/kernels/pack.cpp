@@ -40,8 +40,9 @@ bool pack_tile(const PackedHeader& h, int64_t t, const uint8_t* qdata, const voi
   std::memset(dst, 0, size_t(h.tile_bytes));
   // codes: block b, plane (widest first) of width w at byte-vector offset `low`, byte-vector
   // p, byte i = 4*r + j carries code vector c = p*(8/w) + jj at bit jj*w
+  const int64_t bpg = h.group_size / kBlockK;
   for (int64_t b = 0; b < k / kBlockK; ++b) {
-    uint8_t* blk = dst + b * kVecBytes * bits;
+    uint8_t* blk = dst + (b / bpg) * h.group_bytes + (b % bpg) * kVecBytes * bits;
     int low = 0;
     for (int w = 8; w >= 1; w >>= 1) {
       if (!(bits & w)) continue;
@@ -61,22 +62,21 @@ bool pack_tile(const PackedHeader& h, int64_t t, const uint8_t* qdata, const voi
       low += w;
     }
   }
-  // scales [G][16] (raw bytes of the model dtype), zeros [G][16] as u8 or f32
+  // after each group's codes: its scales [16] (raw bytes of the model dtype), zeros [16] as u8 or f32
   const int ssz = dtype_size(sdt);
-  uint8_t* sdst = dst + h.scales_offset;
-  uint8_t* zdst = dst + h.zeros_offset;
   for (int r = 0; r < kTileN; ++r) {
     const int64_t row = t * kTileN + r;
     if (row >= n) break;
     for (int64_t g = 0; g < groups; ++g) {
-      std::memcpy(sdst + (g * kTileN + r) * ssz, static_cast<const uint8_t*>(scales) + (row * groups + g) * ssz, ssz);
+      uint8_t* rec = dst + g * h.group_bytes;
+      std::memcpy(rec + h.scales_offset + r * ssz, static_cast<const uint8_t*>(scales) + (row * groups + g) * ssz, ssz);
       if (zk == ZeroKind::symmetric) continue;
       const float z = load_f32(zeros, zeros_dtype, row * groups + g);
       if (zk == ZeroKind::u8) {
         if (!(z >= 0.f && z <= 255.f && z == std::floor(z))) return false;
-        zdst[g * kTileN + r] = uint8_t(z);
+        rec[h.zeros_offset + r] = uint8_t(z);
       } else {
-        std::memcpy(zdst + (g * kTileN + r) * 4, &z, 4);
+        std::memcpy(rec + h.zeros_offset + r * 4, &z, 4);
       }
     }
   }

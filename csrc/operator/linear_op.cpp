@@ -179,6 +179,7 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   TileArgs base{};
   base.scales_offset = h.scales_offset;
   base.zeros_offset = h.zeros_offset;
+  base.group_bytes = h.group_bytes;
   base.ldx = ldx;
   base.ldxs = groups;
   base.bias = a.bias;
