@@ -146,6 +146,16 @@ struct IsaAvx512Vnni {
     if constexpr (J != 3) v = _mm512_and_si512(v, _mm512_set1_epi32(0xff));
     return _mm512_cvtepi32_ps(v);
   }
+  // 2**23 + (byte J of each lane) as a float, with no conversion: the byte ORed into the
+  // mantissa of 2**23 (one vpternlogd (v & 0xff) | bits(2**23); J = 3 needs no mask). With
+  // the zero point loaded as 2**23 + z the kernel's subtraction gives the same exact q - z.
+  template <int J>
+  static LOWBIT_INLINE F widen_biased(V v) {
+    const __m512i two23 = _mm512_set1_epi32(0x4B000000);
+    if constexpr (J == 3) return _mm512_castsi512_ps(_mm512_or_si512(_mm512_srli_epi32(v, 24), two23));
+    if constexpr (J != 0) v = _mm512_srli_epi32(v, 8 * J);
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(v, _mm512_set1_epi32(0xff), two23, 0xEA));  // (A&B)|C
+  }
   static LOWBIT_INLINE F fadd(F a, F b) { return _mm512_add_ps(a, b); }
   static LOWBIT_INLINE F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
   static LOWBIT_INLINE F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }

@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <type_traits>
+#include <utility>
 
 #include "bitunpack.h"
 #include "kernels.h"
@@ -498,8 +499,17 @@ void linear_tile(const TileArgs& a) {
 // matmul) it differs only by summation order (~1e-6 relative in fp32).
 // Extra Isa primitives: widen<J>(V) = fp32 of byte J of each 32-bit lane; fsub; fma(a,b,c)
 // = a*b+c fused; fbcast(float); load_zeros_f(zp, zk, zsym) = the zero points as fp32.
-template <int BITS, int MR, class I>
-void linear_tile_fact(const TileArgs& a) {
+// ISAs that widen a code to 2**23 + q without a conversion (I::widen_biased: AVX-512)
+template <class I, class = void>
+struct HasBiasedWiden : std::false_type {};
+template <class I>
+struct HasBiasedWiden<I, std::void_t<decltype(I::template widen_biased<0>(std::declval<typename I::V>()))>>
+    : std::true_type {};
+
+// BIASED: codes widened as 2**23 + q and integer zero points loaded as 2**23 + z, so
+// w = q - z is the same exact value with one conversion less per code (float zeros: no)
+template <int BITS, int MR, class I, bool BIASED>
+void linear_tile_fact_impl(const TileArgs& a) {
   using V = typename I::V;
   using F = typename I::F;
   constexpr int P = kVecBytes / I::kPartBytes;
@@ -523,6 +533,7 @@ void linear_tile_fact(const TileArgs& a) {
     F zf[P];
     for (int p = 0; p < P; ++p) {
       zf[p] = I::load_zeros_f(rec + a.zeros_offset + p * L * zsz, a.zero_kind, zsym);
+      if constexpr (BIASED) zf[p] = I::fadd(zf[p], I::fbcast(8388608.0f));  // 2**23 + z, exact for z <= 255
       for (int m = 0; m < MR; ++m)
         for (int q = 0; q < S; ++q) acc[m][p][q] = I::f_zero();
     }
@@ -536,7 +547,10 @@ void linear_tile_fact(const TileArgs& a) {
           constexpr int c = decltype(cc)::value;
           unroll<kQuad>([&](auto jj) LOWBIT_LAMBDA {
             constexpr int j = decltype(jj)::value;
-            const F w = I::fsub(I::template widen<j>(cv[c]), zf[p]);
+            F q;
+            if constexpr (BIASED) q = I::template widen_biased<j>(cv[c]);
+            else q = I::template widen<j>(cv[c]);
+            const F w = I::fsub(q, zf[p]);
             unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
               constexpr int m = decltype(mm)::value;
               acc[m][p][j % S] = I::fma(w, I::fbcast(xk[m * a.ldx + c * kQuad + j]), acc[m][p][j % S]);
@@ -564,6 +578,16 @@ void linear_tile_fact(const TileArgs& a) {
       if (a.bias) v = v + a.bias[a.n0 + r];
       store_f32(a.out, a.out_dtype, m * a.ldo + a.n0 + r, v);
     }
+}
+
+// From DRAM, one core, W4 (tests/cpp/bench_cold.cpp FACT=1): M=1 -8..-18%, M=2 -5..-9%; at MR=4
+// the widened code serves 4 rows' FMAs and the biased form was 2-5% slower, so MR <= 2 only.
+template <int BITS, int MR, class I>
+void linear_tile_fact(const TileArgs& a) {
+  if constexpr (HasBiasedWiden<I>::value && MR <= 2) {
+    if (a.zero_kind != ZeroKind::f32) return linear_tile_fact_impl<BITS, MR, I, true>(a);
+  }
+  linear_tile_fact_impl<BITS, MR, I, false>(a);
 }
 
 // Scalar activation quantization (torch semantics: sx = amax/127, round half to even).

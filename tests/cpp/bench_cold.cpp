@@ -7,7 +7,7 @@
 //       -c $OLDPWD/csrc/kernels/*.cpp $OLDPWD/csrc/operator/*.cpp)
 //   g++ -std=c++17 -O3 -march=native -c tests/cpp/bench_cold.cpp -o /tmp/lb/bench_cold.o
 //   g++ -pthread /tmp/lb/*.o -o /tmp/bench_cold -ldl
-//   /tmp/bench_cold BITS GROUP M THREADS          (env N=14336 K=4096 ROUNDS=12 ISA=avx512vnni)
+//   /tmp/bench_cold BITS GROUP M THREADS          (env N=14336 K=4096 ROUNDS=12 ISA=avx512vnni FACT=0)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   int bits = argc > 1 ? atoi(argv[1]) : 4, gs = argc > 2 ? atoi(argv[2]) : 32, M = argc > 3 ? atoi(argv[3]) : 1;
   int threads = argc > 4 ? atoi(argv[4]) : 1;
   int64_t N = getenv("N") ? atol(getenv("N")) : 14336, K = getenv("K") ? atol(getenv("K")) : 4096;
+  const bool fact = getenv("FACT") && atoi(getenv("FACT"));  // weight-only (fp32 activation) kernels
   int copies = 4, rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12;
   const KernelSet* ks = select_kernels(getenv("ISA") ? getenv("ISA") : "avx512vnni");
   std::mt19937 rng(1);
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
   volatile int64_t sink = 0;
   for (int r = 0; r < rounds; ++r) {
     for (int i = 0; i < 3; ++i, c = (c + 1) % copies) {
-      LinearArgs a{x.data(), DType::bf16, M, K, K, buf + c * stride, sz, nullptr, out.data(), DType::bf16, N, threads, false};
+      LinearArgs a{x.data(), DType::bf16, M, K, K, buf + c * stride, sz, nullptr, out.data(), DType::bf16, N, threads, fact};
       double t0 = now(); linear(a, *ks); tk.push_back(now() - t0);
     }
     for (int i = 0; i < 3; ++i, c = (c + 1) % copies) {
