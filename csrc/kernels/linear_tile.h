@@ -83,14 +83,20 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
 // fastest with no software prefetch at all (W4 M=1 -20%, W8 M=1 -43% against 6 KiB);
 // heavier ones (M >= 2, the merged multi-plane M=1 kernel) fall behind the hardware
 // prefetcher and need it 6 KiB ahead (W4 M=4 2x slower without; 1-3 KiB was worse than
-// both). kPrefetchBytes = 0 turns it off everywhere.
+// both). The two distances are build-time settings (LOWBIT_PREFETCH_BYTES for the heavy
+// kernels, LOWBIT_LIGHT_PREFETCH_BYTES for the light ones; 0: no software prefetch).
 #ifndef LOWBIT_PREFETCH_BYTES
 #define LOWBIT_PREFETCH_BYTES 6144
 #endif
+#ifndef LOWBIT_LIGHT_PREFETCH_BYTES  // the light kernels' distance (0: no software prefetch)
+#define LOWBIT_LIGHT_PREFETCH_BYTES 0
+#endif
 constexpr int kPrefetchBytes = LOWBIT_PREFETCH_BYTES;
-template <int BITS>
+constexpr int kLightPrefetchBytes = LOWBIT_LIGHT_PREFETCH_BYTES;
+template <int BITS, bool HEAVY = true>
 constexpr int prefetch_blocks() {
-  return (kPrefetchBytes + kVecBytes * BITS - 1) / (kVecBytes * BITS);
+  constexpr int bytes = HEAVY ? kPrefetchBytes : kLightPrefetchBytes;
+  return (bytes + kVecBytes * BITS - 1) / (kVecBytes * BITS);
 }
 
 // Software prefetch (into L2) of every cache line touching [p, p + BYTES). Group records are
@@ -132,16 +138,16 @@ constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 #endif
 
 // A tile's group records as the masked kernels walk them: where each group's codes, scales
-// and zeros live, and (PREFETCH) the software prefetch ~kPrefetchBytes ahead in the stream
-// they form; past the tile's end that is the next tile in memory (the thread's next tile,
+// and zeros live, and the software prefetch (HEAVY: kPrefetchBytes, else kLightPrefetchBytes)
+// ahead in the stream they form; past the tile's end that is the next tile in memory (the thread's next tile,
 // except at the end of its chunk), whose first records would otherwise start cold.
-template <int BITS, DType SDT, ZeroKind ZK, int BPG, bool PREFETCH>
+template <int BITS, DType SDT, ZeroKind ZK, int BPG, bool HEAVY>
 struct TileWalk {
   static constexpr int ssz = dtype_size(SDT);
   static constexpr int zsz = zero_size(ZK);
   static constexpr int kParamBytes = kTileN * (ssz + zsz);
   static constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
-  static constexpr int64_t kAhead = PREFETCH ? int64_t(prefetch_blocks<BITS>()) * kBlockBytes : 0;
+  static constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS, HEAVY>()) * kBlockBytes;
   // with BPG known the record size is a constant: no multiply by a runtime stride per group
   static constexpr int64_t kGroupBytes = BPG * kBlockBytes + kParamBytes;
   const TileArgs& a;
@@ -169,7 +175,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   using F = typename I::F;
   using V = typename I::V;
   constexpr int NP = plane_count(BITS);
-  const TileWalk<BITS, SDT, ZK, BPG, (NP > 1 && kPrefetchBytes != 0)> tw(a);
+  const TileWalk<BITS, SDT, ZK, BPG, (NP > 1)> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
@@ -312,7 +318,7 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
-  const TileWalk<BITS, SDT, ZK, BPG, (kPrefetchBytes != 0)> tw(a);
+  const TileWalk<BITS, SDT, ZK, BPG, true> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
@@ -446,8 +452,8 @@ void linear_tile(const TileArgs& a) {
   // reach past a whole group on its own). Group 32, per block: W4 M=4 -11%, W3 M=4 -20%.
   Acc prev[MR][P];
   // software prefetch at MR >= 2 only (see kPrefetchBytes), kAhead bytes on in the tile's stream
-  constexpr bool kPrefetch = MR >= 2 && kPrefetchBytes != 0;
-  constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS>()) * BITS * kVecBytes;
+  constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS, (MR >= 2)>()) * BITS * kVecBytes;
+  constexpr bool kPrefetch = kAhead != 0;
   for (int64_t g = 0; g < groups; ++g) {
     if constexpr (kPrefetch) prefetch_lines(record(g) + a.scales_offset + kAhead, kTileN * (ssz + zsz));
     Acc acc[MR][P][S];
