@@ -5,6 +5,7 @@ share of the read bandwidth *at that moment*. Pairs are binned by the sum's rate
 high-bandwidth phases (which come and go within seconds on the 2-core VM) are read separately.
 
     python benchmarks/cpu_phase_ratio.py [--shape 14336x4096] [--ms 1,4] [--bits 4] [--pairs 3000] [--json F]
+                                         [--buffer-mib 1024]
 
 Prints, per M and per bin of the sum's rate, the pair count and the medians of both rates and
 of their ratio (the targets: >= 0.85 at M = 1, >= 0.70 at M = 4).
@@ -56,20 +57,21 @@ def binned(pairs: list[tuple[float, float]]) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="14336x4096")
     ap.add_argument("--ms", default="1,4")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=3000)
     ap.add_argument("--json")
-    a = ap.parse_args()
+    ap.add_argument("--buffer-mib", type=int, default=1024, help="huge-page buffer the sums walk (>> L3)")
+    a = ap.parse_args(argv)
     n, k = (int(v) for v in a.shape.split("x"))
     torch.manual_seed(0)
     backend = next(b for b in lowbit.registered_backends() if b.name == "cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {backend.ext.parallel_pool()}; "
           f"W{a.bits} g{B.GROUP} {n}x{k}, {a.pairs} pairs per M")
-    big = _layout_buffer(1 << 30).view(torch.int64)
+    big = _layout_buffer(a.buffer_mib << 20).view(torch.int64)
     big.fill_(1)
     result = dict(shape=[n, k], bits=a.bits, group=B.GROUP, threads=torch.get_num_threads(), ms={})
     for m in (int(v) for v in a.ms.split(",")):

@@ -27,6 +27,24 @@ def test_bench_cpu_runs_end_to_end(tmp_path, capsys):
     assert "| 64x256 | 1 |" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(not next(b for b in lowbit.registered_backends() if b.name == "cpu").available(),
+                    reason="the C++ CPU backend is not built")
+def test_cpu_phase_ratio_bins_every_pair(tmp_path, capsys):
+    sys.path.insert(0, BENCH)
+    try:
+        import cpu_phase_ratio
+    finally:
+        sys.path.remove(BENCH)
+    out = tmp_path / "phase.json"
+    cpu_phase_ratio.main(["--shape", "64x256", "--ms", "1,3", "--pairs", "12", "--buffer-mib", "8", "--json", str(out)])
+    data = json.loads(out.read_text())
+    for m in ("1", "3"):
+        rec = data["ms"][m]
+        assert len(rec["pairs"]) == 12 and all(r > 0 and c > 0 for r, c in rec["pairs"])
+        assert sum(b["pairs"] for b in rec["bins"]) == 12  # the bins cover every rate
+    assert "M=3" in capsys.readouterr().out
+
+
 # ---- lowbit bench kernels (issue 6) ------------------------------------------------------
 KERNELS_TINY = ["--device", "cpu", "--shapes", "256x256", "--ms", "1,4", "--bits", "4", "--reps", "3",
                 "--bw-mib", "64"]

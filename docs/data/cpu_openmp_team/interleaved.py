@@ -7,12 +7,11 @@ Run from the repository root, with and without LOWBIT_CPU_POOL=own (or OMP_WAIT_
 import os
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks"))
-import bench_cpu as B  # noqa: E402
+from cpu_phase_ratio import survey  # noqa: E402
 
 import lowbit  # noqa: E402
 from lowbit.backends.cpu import _layout_buffer  # noqa: E402
@@ -21,23 +20,10 @@ torch.manual_seed(0)
 n, k = 14336, 4096
 backend = next(b for b in lowbit.registered_backends() if b.name == "cpu")
 print("threads:", backend.ext.parallel_pool())
-ws = B.lowbit_weights(n, k, 4, backend, B.copies_for(B.lowbit_bytes(n, k, 4, 1)))
-x = torch.randn(1, k, dtype=torch.bfloat16)
-nb = B.lowbit_bytes(n, k, 4, 1)
 big = _layout_buffer(1 << 30).view(torch.int64)
 big.fill_(1)
-chunk = nb // 8 // 1024 * 1024
-nch = big.numel() // chunk
-pairs = []
-for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 120):
-    c = big[(i % nch) * chunk:(i % nch + 1) * chunk]
-    t = time.perf_counter()
-    c.sum()
-    tp = time.perf_counter() - t
-    t = time.perf_counter()
-    backend.linear(x, ws[i % len(ws)], None)
-    tk = time.perf_counter() - t
-    pairs.append((chunk * 8 / tp / 1e9, nb / tk / 1e9))
+# the pairs are benchmarks/cpu_phase_ratio.py's (it warms up on two calls first)
+pairs = survey(backend, n, k, 1, 4, int(sys.argv[1]) if len(sys.argv) > 1 else 120, big)
 for j in range(0, len(pairs), 20):
     blk = pairs[j:j + 20]
     print(f"sum {statistics.median(a for a, _ in blk):.1f} GB/s  linear {statistics.median(b for _, b in blk):.1f} GB/s  "
