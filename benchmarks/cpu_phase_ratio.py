@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"call {r['call']:.1f} GB/s  ratio {r['ratio']:.2f}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result, f, separators=(",", ":"))  # compact: thousands of pairs
 
 
 if __name__ == "__main__":

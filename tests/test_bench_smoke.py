@@ -1,5 +1,6 @@
 """Smoke runs of the benchmark code on tiny shapes, so it cannot rot (numbers are not checked:
 speed targets live in the benchmarks, not in tests)."""
+import importlib
 import json
 import os
 import sys
@@ -12,32 +13,33 @@ import lowbit
 BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
 
 
-@pytest.mark.skipif(not next(b for b in lowbit.registered_backends() if b.name == "cpu").available(),
-                    reason="the C++ CPU backend is not built")
-def test_bench_cpu_runs_end_to_end(tmp_path, capsys):
+needs_cpu_ext = pytest.mark.skipif(not next(b for b in lowbit.registered_backends() if b.name == "cpu").available(),
+                                   reason="the C++ CPU backend is not built")
+
+
+def run_bench_script(name: str, args: list, tmp_path) -> dict:
+    """Run benchmarks/<name>.py's main(args + --json) (the folder is not a package); its JSON."""
     sys.path.insert(0, BENCH)
     try:
-        import bench_cpu
+        module = importlib.import_module(name)
     finally:
         sys.path.remove(BENCH)
-    out = tmp_path / "cpu.json"
-    bench_cpu.main(["--shapes", "64x256", "--ms", "1,3", "--bits", "2,4", "--reps", "2", "--json", str(out)])
-    data = json.loads(out.read_text())
+    out = tmp_path / f"{name}.json"
+    module.main([*args, "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+@needs_cpu_ext
+def test_bench_cpu_runs_end_to_end(tmp_path, capsys):
+    data = run_bench_script("bench_cpu", ["--shapes", "64x256", "--ms", "1,3", "--bits", "2,4", "--reps", "2"], tmp_path)
     assert len(data["rows"]) == 2 and all(b > 0 for b in data["bandwidths"])
     assert "| 64x256 | 1 |" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not next(b for b in lowbit.registered_backends() if b.name == "cpu").available(),
-                    reason="the C++ CPU backend is not built")
+@needs_cpu_ext
 def test_cpu_phase_ratio_bins_every_pair(tmp_path, capsys):
-    sys.path.insert(0, BENCH)
-    try:
-        import cpu_phase_ratio
-    finally:
-        sys.path.remove(BENCH)
-    out = tmp_path / "phase.json"
-    cpu_phase_ratio.main(["--shape", "64x256", "--ms", "1,3", "--pairs", "12", "--buffer-mib", "8", "--json", str(out)])
-    data = json.loads(out.read_text())
+    args = ["--shape", "64x256", "--ms", "1,3", "--pairs", "12", "--buffer-mib", "8"]
+    data = run_bench_script("cpu_phase_ratio", args, tmp_path)
     for m in ("1", "3"):
         rec = data["ms"][m]
         assert len(rec["pairs"]) == 12 and all(r > 0 and c > 0 for r, c in rec["pairs"])

@@ -36,6 +36,10 @@ struct TileArgs {
   ZeroKind zero_kind;
 };
 
+// Group g's record in a tile: its code blocks, then scales [16] at scales_offset, zeros [16] at
+// zeros_offset (the one place the kernels compute it; the packer fills the same layout)
+LOWBIT_INLINE const uint8_t* group_record(const TileArgs& a, int64_t g) { return a.tile + g * a.group_bytes; }
+
 using LinearTileFn = void (*)(const TileArgs&);
 // x: [k] of dtype t -> xq [k] int8, xsum [k/gs] int32, *sx: the per-token int8 quantization
 using QuantizeRowFn = void (*)(const void* x, DType t, int64_t k, int gs, int8_t* xq, int32_t* xsum, float* sx);

@@ -149,6 +149,7 @@ struct IsaAvx512Vnni {
   // 2**23 + (byte J of each lane) as a float, with no conversion: the byte ORed into the
   // mantissa of 2**23 (one vpternlogd (v & 0xff) | bits(2**23); J = 3 needs no mask). With
   // the zero point loaded as 2**23 + z the kernel's subtraction gives the same exact q - z.
+  static constexpr bool kBiasedWiden = true;
   template <int J>
   static LOWBIT_INLINE F widen_biased(V v) {
     const __m512i two23 = _mm512_set1_epi32(0x4B000000);

@@ -30,7 +30,6 @@
 
 #include <cmath>
 #include <type_traits>
-#include <utility>
 
 #include "bitunpack.h"
 #include "kernels.h"
@@ -93,10 +92,12 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
 #endif
 constexpr int kPrefetchBytes = LOWBIT_PREFETCH_BYTES;
 constexpr int kLightPrefetchBytes = LOWBIT_LIGHT_PREFETCH_BYTES;
-template <int BITS, bool HEAVY = true>
-constexpr int prefetch_blocks() {
-  constexpr int bytes = HEAVY ? kPrefetchBytes : kLightPrefetchBytes;
-  return (bytes + kVecBytes * BITS - 1) / (kVecBytes * BITS);
+// How far ahead in a tile's stream a kernel prefetches, in bytes: the distance rounded up to
+// whole blocks of its width (0: no software prefetch)
+template <int BITS, bool HEAVY>
+constexpr int64_t prefetch_ahead() {
+  constexpr int64_t block = int64_t(kVecBytes) * BITS, bytes = HEAVY ? kPrefetchBytes : kLightPrefetchBytes;
+  return (bytes + block - 1) / block * block;
 }
 
 // Software prefetch (into L2) of every cache line touching [p, p + BYTES). Group records are
@@ -139,15 +140,16 @@ constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 
 // A tile's group records as the masked kernels walk them: where each group's codes, scales
 // and zeros live, and the software prefetch (HEAVY: kPrefetchBytes, else kLightPrefetchBytes)
-// ahead in the stream they form; past the tile's end that is the next tile in memory (the thread's next tile,
-// except at the end of its chunk), whose first records would otherwise start cold.
+// ahead in the stream they form; past the tile's end that is the next tile in memory (the
+// thread's next tile, except at the end of its chunk), whose first records would otherwise
+// start cold.
 template <int BITS, DType SDT, ZeroKind ZK, int BPG, bool HEAVY>
 struct TileWalk {
   static constexpr int ssz = dtype_size(SDT);
   static constexpr int zsz = zero_size(ZK);
   static constexpr int kParamBytes = kTileN * (ssz + zsz);
   static constexpr int64_t kBlockBytes = int64_t(kVecBytes) * BITS;
-  static constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS, HEAVY>()) * kBlockBytes;
+  static constexpr int64_t kAhead = prefetch_ahead<BITS, HEAVY>();
   // with BPG known the record size is a constant: no multiply by a runtime stride per group
   static constexpr int64_t kGroupBytes = BPG * kBlockBytes + kParamBytes;
   const TileArgs& a;
@@ -155,7 +157,7 @@ struct TileWalk {
   const int64_t groups;
   explicit LOWBIT_INLINE TileWalk(const TileArgs& t)
       : a(t), bpg(BPG ? BPG : t.group_size / kBlockK), groups(t.k / t.group_size) {}
-  LOWBIT_INLINE const uint8_t* record(int64_t g) const { return a.tile + g * (BPG ? kGroupBytes : a.group_bytes); }
+  LOWBIT_INLINE const uint8_t* record(int64_t g) const { return BPG ? a.tile + g * kGroupBytes : group_record(a, g); }
   LOWBIT_INLINE const uint8_t* group_scales(int64_t g) const { return record(g) + (BPG ? BPG * kBlockBytes : a.scales_offset); }
   LOWBIT_INLINE const uint8_t* group_zeros(int64_t g) const { return group_scales(g) + kTileN * ssz; }
   LOWBIT_INLINE void prefetch_params(int64_t g) const {  // the lines kAhead past group g's scales and zeros
@@ -417,8 +419,6 @@ void linear_tile(const TileArgs& a) {
   const int64_t groups = a.k / a.group_size;
   const int ssz = dtype_size(a.scale_dtype), zsz = zero_size(a.zero_kind);
   const int32_t zsym = 1 << (BITS - 1);
-  // group g's record: its blocks, then scales [16], then zeros [16]
-  auto record = [&](int64_t g) LOWBIT_LAMBDA { return a.tile + g * a.group_bytes; };
 
   // The dot products of one (row, group) form a dependent chain of vpdpbusd / sdot; with few
   // activation rows there are too few chains to hide its latency, so each is split over S
@@ -434,8 +434,8 @@ void linear_tile(const TileArgs& a) {
   // widened once per part and shared by the MR rows
   auto finish_group = [&](int64_t g, Acc (&sum)[MR][P]) LOWBIT_LAMBDA {
     for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
-      const F s = I::load_scales(record(g) + a.scales_offset + p * L * ssz, a.scale_dtype);
-      const uint8_t* zp = record(g) + a.zeros_offset + p * L * zsz;
+      const F s = I::load_scales(group_record(a, g) + a.scales_offset + p * L * ssz, a.scale_dtype);
+      const uint8_t* zp = group_record(a, g) + a.zeros_offset + p * L * zsz;
       unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
         constexpr int m = decltype(mm)::value;
         const int32_t sumx = a.xsum[m * a.ldxs + g];
@@ -452,19 +452,19 @@ void linear_tile(const TileArgs& a) {
   // reach past a whole group on its own). Group 32, per block: W4 M=4 -11%, W3 M=4 -20%.
   Acc prev[MR][P];
   // software prefetch at MR >= 2 only (see kPrefetchBytes), kAhead bytes on in the tile's stream
-  constexpr int64_t kAhead = int64_t(prefetch_blocks<BITS, (MR >= 2)>()) * BITS * kVecBytes;
-  constexpr bool kPrefetch = kAhead != 0;
+  constexpr int64_t kAhead = prefetch_ahead<BITS, (MR >= 2)>();
   for (int64_t g = 0; g < groups; ++g) {
-    if constexpr (kPrefetch) prefetch_lines(record(g) + a.scales_offset + kAhead, kTileN * (ssz + zsz));
+    const uint8_t* rec = group_record(a, g);
+    if constexpr (kAhead != 0) prefetch_lines(rec + a.scales_offset + kAhead, a.group_bytes - a.scales_offset);
     Acc acc[MR][P][S];
     for (int m = 0; m < MR; ++m)
       for (int p = 0; p < P; ++p)
         for (int q = 0; q < S; ++q) acc[m][p][q] = I::acc_zero();
     auto dot_block = [&](int b) LOWBIT_LAMBDA {
-      const uint8_t* blk = record(g) + b * (kVecBytes * BITS);
+      const uint8_t* blk = rec + b * (kVecBytes * BITS);
       const int8_t* xk = a.xq + (g * blocks_per_group + b) * kBlockK;
       // into L2 (prefetcht1): 2-10% faster than prefetcht0 on Zen 4 (measured at M=1)
-      if constexpr (kPrefetch) prefetch_lines(blk + kAhead, kVecBytes * BITS);
+      if constexpr (kAhead != 0) prefetch_lines(blk + kAhead, kVecBytes * BITS);
       for_parts<P, I::kUnrollParts>([&](int p) LOWBIT_LAMBDA {
         V cv[kCodeVecs];
         unpack_block<BITS, I>(blk + p * I::kPartBytes, cv);
@@ -505,12 +505,12 @@ void linear_tile(const TileArgs& a) {
 // matmul) it differs only by summation order (~1e-6 relative in fp32).
 // Extra Isa primitives: widen<J>(V) = fp32 of byte J of each 32-bit lane; fsub; fma(a,b,c)
 // = a*b+c fused; fbcast(float); load_zeros_f(zp, zk, zsym) = the zero points as fp32.
-// ISAs that widen a code to 2**23 + q without a conversion (I::widen_biased: AVX-512)
+// ISAs that widen a code to 2**23 + q without a conversion (I::kBiasedWiden, I::widen_biased<J>:
+// AVX-512), detected like HasStoreRow
 template <class I, class = void>
 struct HasBiasedWiden : std::false_type {};
 template <class I>
-struct HasBiasedWiden<I, std::void_t<decltype(I::template widen_biased<0>(std::declval<typename I::V>()))>>
-    : std::true_type {};
+struct HasBiasedWiden<I, std::void_t<decltype(I::kBiasedWiden)>> : std::true_type {};
 
 // BIASED: codes widened as 2**23 + q and integer zero points loaded as 2**23 + z, so
 // w = q - z is the same exact value with one conversion less per code (float zeros: no)
@@ -534,7 +534,7 @@ void linear_tile_fact_impl(const TileArgs& a) {
   constexpr int S = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
 
   for (int64_t g = 0; g < groups; ++g) {
-    const uint8_t* rec = a.tile + g * a.group_bytes;  // the group's blocks, scales [16], zeros [16]
+    const uint8_t* rec = group_record(a, g);
     F acc[MR][P][S];
     F zf[P];
     for (int p = 0; p < P; ++p) {
