@@ -35,6 +35,21 @@ def main():
         import torch._inductor.config as ic
 
         ic.graph_partition = False
+    from torch._inductor import scheduler
+
+    reasons = {}
+    if hasattr(scheduler.Scheduler, "should_partition"):  # log why Inductor cuts the CUDA graph
+        orig = scheduler.Scheduler.should_partition
+
+        def logged(self, node, *args, **kw):
+            r = orig(self, node, *args, **kw)
+            if r:
+                key = (r, type(getattr(node, "node", None)).__name__)
+                reasons[key] = reasons.get(key, 0) + 1
+            return r
+
+        scheduler.Scheduler.should_partition = logged
+    print(f"torch {torch.__version__} graph_partition={torch._inductor.config.graph_partition}", flush=True)
     calls = [0]
     select = backends.select
 
@@ -72,6 +87,7 @@ def main():
                 tok = step(tok, pos + 8 + a.steps + i)[:, -1:].argmax(-1)
             torch.cuda.synchronize()
             prof.disable()
+        print(f"partition reasons so far: {reasons}", flush=True)
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
         print(f"== {name} layers={a.layers} batch={a.batch}: host {(t1 - t0) / a.steps * 1e3:.3f} ms/step, "

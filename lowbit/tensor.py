@@ -230,32 +230,41 @@ def _rebuild(qdata, scales, zeros, meta: dict, dtype):
 
 # ---- linear / embedding ------------------------------------------------------------------
 def _check_activation(x: torch.Tensor, w: LowBitTensor, where: str) -> None:
+    _check_input(x, w.dtype, w.device, w.k, where)
+
+
+def _check_input(x: torch.Tensor, dtype: torch.dtype, device: torch.device, k: int, where: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: input must be a tensor, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
         raise TypeError(f"{where}: input must be floating point, got {x.dtype}")
-    if x.dtype != w.dtype:
-        raise TypeError(f"{where}: input dtype {x.dtype} does not match the weight's dtype {w.dtype}; cast one of them")
-    if x.device != w.device:
-        raise RuntimeError(f"{where}: input is on {x.device} but the weight is on {w.device}")
-    if x.dim() == 0 or x.shape[-1] != w.k:
-        raise ValueError(f"{where}: input's last dim must be K={w.k}, got shape {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(f"{where}: input dtype {x.dtype} does not match the weight's dtype {dtype}; cast one of them")
+    if x.device != device:
+        raise RuntimeError(f"{where}: input is on {x.device} but the weight is on {device}")
+    if x.dim() == 0 or x.shape[-1] != k:
+        raise ValueError(f"{where}: input's last dim must be K={k}, got shape {tuple(x.shape)}")
 
 
 def _linear(x: torch.Tensor, w: LowBitTensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """y = x @ W.T + bias, where ``w`` is the (untransposed) [N, K] LowBitTensor."""
-    _check_activation(x, w, "lowbit linear")
-    if bias is not None and (bias.shape != (w.n,) or bias.device != w.device):
-        raise ValueError(f"lowbit linear: bias must be [{w.n}] on {w.device}, got {tuple(bias.shape)} on {bias.device}")
     w.refresh_kernel_data()
-    m = w.meta
+    return linear_parts(x, w.qdata, w.scales, w.zeros, w.kernel_data, w.kernel_format, bias, w.meta, w.dtype)
+
+
+def linear_parts(x: torch.Tensor, qdata: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
+                 kernel_data: Optional[torch.Tensor], kernel_format: str, bias: Optional[torch.Tensor],
+                 meta: QuantMeta, dtype: torch.dtype) -> torch.Tensor:
+    """``_linear`` on a LowBitTensor's parts (what an unwrapped Linear stores: lowbit.unwrap)."""
+    n, k = qdata.shape[0], qdata.shape[1] * CHUNK // meta.bits
+    _check_input(x, dtype, qdata.device, k, "lowbit linear")
+    if bias is not None and (bias.shape != (n,) or bias.device != qdata.device):
+        raise ValueError(f"lowbit linear: bias must be [{n}] on {qdata.device}, got {tuple(bias.shape)} on {bias.device}")
     # eager inference skips the op's dispatcher layers (same implementation); autograd,
     # torch.compile and dispatch modes go through the custom op
     op = ops.linear_impl if ops.eager_call_ok(x) and (bias is None or not bias.requires_grad) else ops.linear
-    return op(
-        x, w.qdata, w.scales, w.zeros, w.kernel_data, bias,
-        m.bits, m.group(w.k), m.symmetric, m.act, w.kernel_format,
-    )
+    return op(x, qdata, scales, zeros, kernel_data, bias, meta.bits, meta.group(k), meta.symmetric, meta.act,
+              kernel_format)
 
 
 def _embedding(w: LowBitTensor, indices: torch.Tensor) -> torch.Tensor:
