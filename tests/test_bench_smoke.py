@@ -144,3 +144,13 @@ def test_bench_kernels_retimes_only_disturbed_blocks():
     assert retime_disturbed(quiet, lambda: pytest.fail("retimed a quiet cell")) == 0
     stuck = [[100.0] * 3, [500.0] * 3]
     assert retime_disturbed(stuck, lambda: [500.0] * 3, retries=3) == 3  # gives up after `retries`
+
+
+def test_compile_guards_runs(tmp_path):
+    """The guard-cost benchmark (benchmarks/compile_guards.py) on a one-layer decoder: every
+    storage compiles and its guards accept the timed call (timings are the benchmark's job)."""
+    data = run_bench_script("compile_guards", ["--layers", "1", "--reps", "3"], tmp_path)
+    kinds = {r["kind"]: r for r in data["rows"]}
+    assert set(kinds) == {"bf16", "w4-linear", "w4-parametrize"} and all(r["guard_us"] > 0 for r in data["rows"])
+    # both W4 storages hold the same parts (qdata, scales, zeros, layout a weight)
+    assert kinds["w4-linear"]["parameters"] == kinds["w4-parametrize"]["parameters"] > kinds["bf16"]["parameters"]
