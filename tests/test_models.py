@@ -60,6 +60,8 @@ def test_e2e_bench_smoke():
     r = run_config("tiny", "w4g128", batch=2, device="cpu", dtype=torch.float32, prompt=4, tokens=2, compile=False)
     assert r.tokens_per_s > 0 and r.weight_gib > 0 and r.batch == 2
     assert 0 < r.host_ms_per_step <= r.ms_per_step * 1.01  # no device: the host is the whole step
+    # the CPU backend's tile layouts stay resident beside the canonical weights
+    assert r.resident_gib > r.weight_gib
 
 
 def test_e2e_profile_lists_the_step_ops():

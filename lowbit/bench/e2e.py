@@ -56,6 +56,9 @@ class E2EResult:
     profile: list = field(default_factory=list)  # [kernel, us per step, launches per step], slowest first
     # attention of the cached steps: "kernel" (lowbit's, on CUDA) or "sdpa" (PyTorch's, with a slot mask)
     attention: str = "kernel"
+    # bytes the weights hold on the device while timed: the canonical weights (weight_gib) plus
+    # the device layouts the backends derived from them (kernel_data), which stay resident too
+    resident_gib: float = 0.0
 
 
 WARMUP = 8  # decode steps before timing: compilation, CUDA-graph warm-up and recording, clocks
@@ -65,6 +68,17 @@ def _weight_bytes(model) -> int:
     from lowbit import LowBitTensor
 
     return sum(p.packed_nbytes if isinstance(p, LowBitTensor) else p.numel() * p.element_size() for p in model.parameters())
+
+
+def _resident_bytes(model) -> int:
+    from lowbit import LowBitTensor
+
+    total = 0
+    for p in model.parameters():  # unwrapped weights are their parts: plain parameters
+        total += p.numel() * p.element_size() if not isinstance(p, LowBitTensor) else p.packed_nbytes
+        if isinstance(p, LowBitTensor) and p.kernel_data is not None:
+            total += p.kernel_data.numel() * p.kernel_data.element_size()
+    return total
 
 
 def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=torch.bfloat16, prompt: int = 64,
@@ -128,7 +142,7 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
                     fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, statistics.median(host_ms), window_ms, kernels,
-                    attention)
+                    attention, _resident_bytes(model) / 2**30)
     del model, step
     gc.collect()
     torch._dynamo.reset()
@@ -182,7 +196,7 @@ def main(args) -> int:
             rows.append(r)
             sp = f"{r.tokens_per_s / base:.2f}x" if base else "-"
             print(f"{r.preset} batch={batch:<3} {name:<7} {r.tokens_per_s:10.1f} tok/s  {r.ms_per_step:8.2f} ms/step  "
-                  f"{r.weight_gib:6.2f} GiB  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms; "
+                  f"{r.weight_gib:6.2f} GiB ({r.resident_gib:.2f} resident)  {sp} vs bf16  (windows {' '.join(f'{x:.2f}' for x in r.window_ms)} ms; "
                   f"host {r.host_ms_per_step:.2f} ms/step)", flush=True)
             if r.profile:
                 _print_profile(r.profile, r.ms_per_step)
