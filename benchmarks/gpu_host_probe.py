@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--no-partition", action="store_true", help="torch._inductor.config.graph_partition = False")
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (no CUDA graphs)")
     a = ap.parse_args()
     if a.no_partition:
         import torch._inductor.config as ic
@@ -59,33 +60,34 @@ def main():
 
     backends.select = counting_select
     for name in a.configs.split(","):
-        model = build_model("llama-3.1-8b", dtype=torch.bfloat16, device="cuda", n_layers=a.layers, fused=True)
-        model.attention_kernel = True
+        model = build_model("llama-3.1-8b", dtype=torch.bfloat16, device=a.device, n_layers=a.layers, fused=True)
+        model.attention_kernel = a.device == "cuda"
         for cfg in _configs()[name]:
             lowbit.quantize_(model, cfg)
         model.setup_cache(a.batch, 64 + 3 * a.steps + 16)
         if _configs()[name]:
             lowbit.unwrap_for_compile(model)
-        step = torch.compile(model, fullgraph=True, mode="reduce-overhead")
-        tok = torch.randint(0, 1000, (a.batch, 1), device="cuda")
-        pos = torch.tensor([8], device="cuda")
+        step = torch.compile(model, fullgraph=True, mode="reduce-overhead" if a.device == "cuda" else None)
+        tok = torch.randint(0, 1000, (a.batch, 1), device=a.device)
+        pos = torch.tensor([8], device=a.device)
+        sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
         with torch.no_grad():
             for i in range(8):
                 tok = step(tok, pos + i)[:, -1:].argmax(-1)
-            torch.cuda.synchronize()
+            sync()
             calls[0] = 0
             t0 = time.perf_counter()
             for i in range(a.steps):
                 tok = step(tok, pos + 8 + i)[:, -1:].argmax(-1)
             t1 = time.perf_counter()
-            torch.cuda.synchronize()
+            sync()
             t2 = time.perf_counter()
             n_calls = calls[0]
             prof = cProfile.Profile()
             prof.enable()
             for i in range(a.steps):
                 tok = step(tok, pos + 8 + a.steps + i)[:, -1:].argmax(-1)
-            torch.cuda.synchronize()
+            sync()
             prof.disable()
         print(f"partition reasons so far: {reasons}", flush=True)
         s = io.StringIO()
@@ -95,7 +97,8 @@ def main():
         print("\n".join(s.getvalue().splitlines()[:45]), flush=True)
         del model, step
         torch._dynamo.reset()
-        torch.cuda.empty_cache()
+        if a.device == "cuda":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
