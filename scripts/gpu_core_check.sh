@@ -2,15 +2,7 @@
 # Core (issue 2) checks on a CUDA machine: the device-portable tests on CUDA, the CPU
 # checkpoint loading on the GPU, compile on CUDA, and the demo. Run from the repo root:
 #   bash scripts/gpu_core_check.sh            (uses PYTHONPATH=., no install needed)
-# Wheels missing on the machine (e.g. platformdirs) may be carried in .whl/.
-set -uo pipefail
-out=${OUT:-/tmp/lowbit-out}
-mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-nvidia-smi -L
+source "$(dirname "$0")/gpu_env.sh"
 python3 -c "import torch, triton, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 python3 -m pytest -q -rs -p no:cacheprovider tests/test_packing.py tests/test_quant.py tests/test_tensor.py tests/test_ops.py \
     tests/test_api.py tests/test_serialization.py tests/test_bad_input.py tests/test_compile.py 2>&1 | tee "$out/core_tests.log" | tail -15

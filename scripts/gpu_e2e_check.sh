@@ -4,15 +4,7 @@
 # and W4 g128 at batch 1/16/32 (host ms a step in every row), then where the W4 step's host
 # time goes (benchmarks/gpu_host_probe.py, 8 layers). From the repo root, ~5 minutes on an H100:
 #   bash scripts/gpu_e2e_check.sh            (CONFIGS=bf16,w4g128,a8w4 BATCH=1,32 to change the rows)
-# Wheels missing on the machine (platformdirs) may be carried in .whl/.
-set -uo pipefail
-out=${OUT:-/tmp/lowbit-out}
-mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-nvidia-smi -L
+source "$(dirname "$0")/gpu_env.sh"
 python3 -m pytest -q -rs -p no:cacheprovider tests/test_compile.py 2>&1 | tee "$out/compile_tests.log" | tail -3
 python3 -m lowbit.cli bench e2e --preset llama-3.1-8b --batch "${BATCH:-1,16,32}" --configs "${CONFIGS:-bf16,w4g128}" \
     --prompt 32 --tokens 64 --json "$out/e2e.json" 2>&1 | tee "$out/e2e.log"
