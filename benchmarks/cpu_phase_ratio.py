@@ -27,9 +27,9 @@ BINS = (0.0, 35.0, 41.0, 50.0, float("inf"))  # GB/s edges of the sum's rate
 
 
 def survey(backend, n: int, k: int, m: int, bits: int, pairs: int, big: torch.Tensor) -> list[tuple[float, float]]:
-    ws = B.lowbit_weights(n, k, bits, backend, B.copies_for(B.lowbit_bytes(n, k, bits, m)))
-    x = torch.randn(m, k, dtype=torch.bfloat16)
     nb = B.lowbit_bytes(n, k, bits, m)
+    ws = B.lowbit_weights(n, k, bits, backend, B.copies_for(nb))
+    x = torch.randn(m, k, dtype=torch.bfloat16)
     chunk = nb // 8 // 1024 * 1024
     nch = big.numel() // chunk
     for w in ws[:2]:  # warm-up: first-touch and code paths

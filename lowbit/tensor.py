@@ -229,10 +229,6 @@ def _rebuild(qdata, scales, zeros, meta: dict, dtype):
 
 
 # ---- linear / embedding ------------------------------------------------------------------
-def _check_activation(x: torch.Tensor, w: LowBitTensor, where: str) -> None:
-    _check_input(x, w.dtype, w.device, w.k, where)
-
-
 def _check_input(x: torch.Tensor, dtype: torch.dtype, device: torch.device, k: int, where: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: input must be a tensor, got {type(x).__name__}")

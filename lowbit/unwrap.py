@@ -32,6 +32,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from .tensor import LowBitTensor, linear_parts
+
 __all__ = ["unwrap_for_compile", "rewrap", "is_unwrapped"]
 
 
@@ -49,8 +51,6 @@ class _Spec:
 
 
 def _flatten(t: torch.Tensor) -> tuple[Optional[_Spec], list]:
-    from .tensor import LowBitTensor
-
     if not is_traceable_wrapper_subclass(t):
         return None, [t]
     if isinstance(t, LowBitTensor):
@@ -117,23 +117,23 @@ class UnwrappedLinear(nn.Linear):
 
     _lowbit_parts: tuple  # (QuantMeta, dtype, kernel_format, device) of the weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .tensor import linear_parts
-
+    def _parts(self) -> tuple:
+        """(meta, dtype, kernel_format) of the weight, once its parts are checked to be where
+        they were unwrapped."""
         meta, dtype, kernel_format, device = self._lowbit_parts
         if self.weight_qdata.device != device:
             _moved(device, self.weight_qdata.device)
+        return meta, dtype, kernel_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        meta, dtype, kernel_format = self._parts()
         return linear_parts(x, self.weight_qdata, self.weight_scales, self.weight_zeros, self.weight_kernel_data,
                             kernel_format, self.bias, meta, dtype)
 
     @property
     def weight(self) -> torch.Tensor:
         """The LowBitTensor, rebuilt from the stored parts (for eager code that reads it)."""
-        from .tensor import LowBitTensor
-
-        meta, dtype, kernel_format, device = self._lowbit_parts
-        if self.weight_qdata.device != device:
-            _moved(device, self.weight_qdata.device)
+        meta, dtype, kernel_format = self._parts()
         return LowBitTensor(self.weight_qdata, self.weight_scales, self.weight_zeros, meta, dtype,
                             self.weight_kernel_data, kernel_format)
 
@@ -166,8 +166,6 @@ def _rewrap_linear(module: UnwrappedLinear) -> None:
 
 
 def _holds_lowbit(t: torch.Tensor) -> bool:
-    from .tensor import LowBitTensor
-
     if isinstance(t, LowBitTensor):
         return True
     if not is_traceable_wrapper_subclass(t):
@@ -182,8 +180,6 @@ def unwrap_for_compile(model: nn.Module) -> nn.Module:
     for a plain ``nn.Linear`` (:class:`UnwrappedLinear`), torch's parametrize names
     (``...parametrizations.weight.original0``...) for other modules and DTensor shards;
     :func:`rewrap` restores them."""
-    from .tensor import LowBitTensor
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"unwrap_for_compile expects an nn.Module, got {type(model).__name__}")
     todo = []

@@ -64,19 +64,18 @@ class E2EResult:
 WARMUP = 8  # decode steps before timing: compilation, CUDA-graph warm-up and recording, clocks
 
 
-def _weight_bytes(model) -> int:
-    from lowbit import LowBitTensor
-
-    return sum(p.packed_nbytes if isinstance(p, LowBitTensor) else p.numel() * p.element_size() for p in model.parameters())
-
-
-def _resident_bytes(model) -> int:
+def _weight_bytes(model, resident: bool = False) -> int:
+    """Bytes of the weights: canonical (codes, scales, zeros; unwrapped weights are their parts,
+    plain parameters), or ``resident``: plus the device layouts kept beside them (kernel_data)."""
     from lowbit import LowBitTensor
 
     total = 0
-    for p in model.parameters():  # unwrapped weights are their parts: plain parameters
-        total += p.numel() * p.element_size() if not isinstance(p, LowBitTensor) else p.packed_nbytes
-        if isinstance(p, LowBitTensor) and p.kernel_data is not None:
+    for p in model.parameters():
+        if not isinstance(p, LowBitTensor):
+            total += p.numel() * p.element_size()
+            continue
+        total += p.packed_nbytes
+        if resident and p.kernel_data is not None:
             total += p.kernel_data.numel() * p.kernel_data.element_size()
     return total
 
@@ -142,7 +141,7 @@ def run_config(preset: str, name: str, batch: int, device: str = "cuda", dtype=t
     ms = statistics.median(window_ms)
     res = E2EResult(preset, name, batch, dev.type, str(dtype).removeprefix("torch."), prompt, tokens, compile,
                     fused, unwrapped, batch * 1e3 / ms, ms, wbytes / 2**30, statistics.median(host_ms), window_ms, kernels,
-                    attention, _resident_bytes(model) / 2**30)
+                    attention, _weight_bytes(model, resident=True) / 2**30)
     del model, step
     gc.collect()
     torch._dynamo.reset()
