@@ -116,8 +116,36 @@ def test_weight_only_fp32_path(bits, method, dtype):
         rel = float((scalar.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt())
         assert rel <= (2e-6 if dtype == torch.float32 else 4e-3), f"bits={bits} {method} M={m}: relative RMS {rel:.2e}"
         for isa in isas():
-            if isa != "scalar":
+            if isa != "scalar" and runs_fp32act(isa, m, dtype, bits):  # else: test_weight_only_bf16_path
                 assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (act=none, {method}, M={m})")
+
+
+def runs_fp32act(isa, m, dtype, bits):
+    return BACKEND.ext.kernel_name(isa, m, True, BACKEND._dtype(dtype), bits).startswith("linear_fp32act_")
+
+
+@pytest.mark.parametrize("gs", [32, 64, 128, 256, None], ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("bits,sym,method", [(b, s, "minmax") for b in range(1, 9) for s in (True, False) if not (s and b == 1)]
+                         + [(b, False, "hqq") for b in (2, 4, 6)], ids=str)
+def test_weight_only_bf16_path(bits, sym, method, gs):
+    """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps) for
+    1..6 bits, the fp32-activation kernels for 7 and 8. Per element within one bf16 rounding of
+    the exact (float64) result plus 1e-5 of the terms' magnitude (the fp32 sums)."""
+    if "avx512bf16" not in isas():
+        pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
+    codes, qw = make_weight(N_ODD, K, bits, gs, sym, torch.bfloat16, act="none", method=method)
+    w = quant.dequantize(codes, qw.scales.double(), None if qw.zeros is None else qw.zeros.double(), bits, torch.float64)
+    bias = torch.randn(N_ODD, dtype=torch.bfloat16)
+    for m in MS:
+        name = BACKEND.ext.kernel_name("avx512bf16", m, True, BACKEND._dtype(torch.bfloat16), bits)
+        assert name.startswith("linear_bf16act_" if bits <= 6 else "linear_fp32act_"), name
+        x = torch.randn(m, K, dtype=torch.bfloat16) * 3
+        got = run(x, qw, bias, "avx512bf16").double()
+        want = x.double() @ w.T + bias.double()
+        bound = want.abs() * 2**-8 + 1e-5 * (x.double().abs() @ w.abs().T + bias.double().abs())
+        bad = (got - want).abs() > bound
+        assert not bad.any(), (f"{name} M={m}: {int(bad.sum())} outputs off, e.g. got {got[bad][:3].tolist()} "
+                               f"want {want[bad][:3].tolist()}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -36,8 +36,10 @@ PYBIND11_MODULE(_C_cpu, m) {
         "the thread team parallel regions run on: 'openmp (<library>)' (torch's, already loaded) or 'lowbit'");
   m.def(
       "kernel_name",
-      [](const std::string& isa, int64_t rows, bool float_act) { return kernel_name(*select_kernels(isa), rows, float_act); },
-      py::arg("isa"), py::arg("m"), py::arg("float_act") = false,
+      [](const std::string& isa, int64_t rows, bool float_act, DType x_dtype, int bits) {
+        return kernel_name(*select_kernels(isa), rows, float_act, x_dtype, bits);
+      },
+      py::arg("isa"), py::arg("m"), py::arg("float_act") = false, py::arg("x_dtype") = DType::f32, py::arg("bits") = 4,
       "micro-kernel used for the first rows of an m-row call ('' = best ISA)");
   m.def("packed_size", &packed_size, py::arg("bits"), py::arg("group_size"), py::arg("n"), py::arg("k"),
         py::arg("scale_dtype"), py::arg("zero_kind"));

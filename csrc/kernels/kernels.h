@@ -24,6 +24,9 @@ struct TileArgs {
   int64_t ldxs;
   const float* sx;            // [MR] per-row activation scales
   const float* xf;            // float-activation kernels: fp32 activations, row m at xf + m*ldx
+  const uint16_t* xbf;        // bf16-activation kernels: bf16 activations, each k-quad stored as
+                              // (x0, x2, x1, x3), row m at xbf + m*ldx
+  const float* xgsum;         // bf16-activation kernels: fp32 group sums of x, row m at xgsum + m*ldxs
   const float* bias;          // fp32 bias indexed by output column, or nullptr
   void* out;                  // output, row m at out + m*ldo elements, column n0
   int64_t ldo;
@@ -46,12 +49,26 @@ using QuantizeRowFn = void (*)(const void* x, DType t, int64_t k, int gs, int8_t
 
 constexpr int kMrVariants = 4;  // MR in {1, 2, 4, 8}
 
+// x: [k] bf16 -> xbf [k] (each k-quad reordered to (x0, x2, x1, x3): the pairs a 2-way bf16
+// dot takes against codes split into even / odd bytes) and xgsum [k/gs] fp32 group sums
+using PrepareBf16RowFn = void (*)(const uint16_t* x, int64_t k, int gs, uint16_t* xbf, float* xgsum);
+
+// Weight-only kernels on bf16 activations with a 2-way bf16 dot (AVX-512 BF16 vdpbf16ps):
+// [bits-1][log2(MR)], nullptr for the widths it does not cover (7, 8: the fp32 kernels run)
+struct Bf16ActKernels {
+  LinearTileFn linear[8][kMrVariants];
+  PrepareBf16RowFn prepare_row;
+};
+
 struct KernelSet {
-  const char* isa;                        // "avx512vnni", "avx2", "neondot", "scalar"
+  const char* isa;                        // "avx512bf16", "avx512vnni", "avx2", "neondot", "scalar"
+  const char* kernel_isa;                 // suffix of the int8 / fp32act kernel names (avx512bf16
+                                          // runs avx512vnni's)
   int max_mr;                             // largest MR worth using on this ISA
   LinearTileFn linear[8][kMrVariants];    // int8 activations: [bits-1][log2(MR)]
   LinearTileFn linear_fact[8][kMrVariants];  // fp32 activations (weight-only): [bits-1][log2(MR)]
   QuantizeRowFn quantize_row;
+  const Bf16ActKernels* bf16act;          // bf16-activation weight-only kernels, or nullptr
 };
 
 // Each returns nullptr when the translation unit was not built for this architecture.
@@ -60,5 +77,7 @@ const KernelSet* kernels_scalar();
 const KernelSet* kernels_avx2();
 const KernelSet* kernels_avx512vnni();
 const KernelSet* kernels_neondot();
+// avx512vnni's set plus the bf16-activation kernels (the CPU must have AVX-512 BF16 too)
+const KernelSet* kernels_avx512bf16();
 
 }  // namespace lowbit

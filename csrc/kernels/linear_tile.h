@@ -635,6 +635,7 @@ template <class I>
 constexpr KernelSet make_kernel_set(const char* isa, int max_mr, QuantizeRowFn q) {
   KernelSet ks{};
   ks.isa = isa;
+  ks.kernel_isa = isa;
   ks.max_mr = max_mr;
   ks.quantize_row = q;
   fill_bits<I, 1>(ks);

@@ -24,6 +24,7 @@ bool cpu_has(const std::string& isa) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("avx512vnni");
+  if (isa == "avx512bf16") return cpu_has("avx512vnni") && __builtin_cpu_supports("avx512bf16");
   if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");  // F16C comes with both
 #elif defined(__aarch64__) && defined(__linux__)
   if (isa == "neondot") return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
@@ -34,6 +35,7 @@ bool cpu_has(const std::string& isa) {
 // Only call an ISA's accessor once the CPU is known to run it.
 const KernelSet* kernels_for(const std::string& isa) {
   if (!cpu_has(isa)) return nullptr;
+  if (isa == "avx512bf16") return kernels_avx512bf16();
   if (isa == "avx512vnni") return kernels_avx512vnni();
   if (isa == "avx2") return kernels_avx2();
   if (isa == "neondot") return kernels_neondot();
@@ -41,7 +43,7 @@ const KernelSet* kernels_for(const std::string& isa) {
   return nullptr;
 }
 
-const char* const kIsaOrder[] = {"avx512vnni", "avx2", "neondot", "scalar"};
+const char* const kIsaOrder[] = {"avx512bf16", "avx512vnni", "avx2", "neondot", "scalar"};
 
 void check(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
@@ -77,9 +79,15 @@ int pick_mr(const KernelSet& ks, int64_t rows_left) {
   return lim >= 8 ? 8 : lim >= 4 ? 4 : lim >= 2 ? 2 : 1;
 }
 
-std::string kernel_name(const KernelSet& ks, int64_t m, bool float_act) {
+bool uses_bf16act(const KernelSet& ks, int bits, bool float_act, DType x_dtype) {
+  return float_act && x_dtype == DType::bf16 && ks.bf16act && ks.bf16act->linear[bits - 1][0];
+}
+
+std::string kernel_name(const KernelSet& ks, int64_t m, bool float_act, DType x_dtype, int bits) {
+  if (uses_bf16act(ks, bits, float_act, x_dtype))
+    return "linear_bf16act_" + std::to_string(pick_mr(ks, m)) + "x16x32_f32_" + ks.isa;
   const int mr = pick_mr(ks, float_act ? std::min<int64_t>(m, 4) : m);
-  return std::string(float_act ? "linear_fp32act_" : "linear_") + std::to_string(mr) + "x16x32_f32_" + ks.isa;
+  return std::string(float_act ? "linear_fp32act_" : "linear_") + std::to_string(mr) + "x16x32_f32_" + ks.kernel_isa;
 }
 
 int64_t packed_size(int bits, int group_size, int64_t n, int64_t k, DType scale_dtype, ZeroKind zero_kind) {
@@ -141,15 +149,33 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   //    workers get raw pointers (a thread_local named inside the lambdas would be theirs).
   thread_local std::vector<int8_t> xq_buf;
   thread_local std::vector<int32_t> xsum_buf;
-  thread_local std::vector<float> sx_buf, xf_buf;
+  thread_local std::vector<float> sx_buf, xf_buf, xgsum_buf;
+  thread_local std::vector<uint16_t> xbf_buf;
   const int xsz = dtype_size(a.x_dtype);
   const int qt = int(std::min<int64_t>(nthreads, m));
   int8_t* xq = nullptr;
   int32_t* xsum = nullptr;
   float* sx = nullptr;
   const float* xf = nullptr;
+  const uint16_t* xbf = nullptr;
+  const float* xgsum = nullptr;
   int64_t ldx = k;
-  if (!a.float_act) {
+  const bool bf16act = uses_bf16act(ks, h.bits, a.float_act, a.x_dtype);
+  if (bf16act) {
+    xbf_buf.resize(size_t(m * k));
+    xgsum_buf.resize(size_t(m * groups));
+    uint16_t* dst = xbf_buf.data();
+    float* gsum = xgsum_buf.data();
+    parallel_run(qt, [&](int tid) {
+      int64_t r0, r1;
+      split(m, qt, tid, r0, r1);
+      for (int64_t r = r0; r < r1; ++r)
+        ks.bf16act->prepare_row(static_cast<const uint16_t*>(a.x) + r * a.ldx, k, h.group_size, dst + r * k,
+                                gsum + r * groups);
+    });
+    xbf = dst;
+    xgsum = gsum;
+  } else if (!a.float_act) {
     xq_buf.resize(size_t(m * k));
     xsum_buf.resize(size_t(m * groups));
     sx_buf.resize(size_t(m));
@@ -189,7 +215,11 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   base.group_size = h.group_size;
   base.scale_dtype = DType(h.scale_dtype);
   base.zero_kind = ZeroKind(h.zero_kind);
-  const LinearTileFn* fns = a.float_act ? ks.linear_fact[h.bits - 1] : ks.linear[h.bits - 1];
+  const LinearTileFn* fns =
+      bf16act ? ks.bf16act->linear[h.bits - 1] : (a.float_act ? ks.linear_fact[h.bits - 1] : ks.linear[h.bits - 1]);
+  // the fp32-activation kernels stop at MR=4: at MR=8 (8 accumulators + 4 widened codes +
+  // broadcasts) GCC's schedule was 2.6x slower per MAC than at MR=4
+  const int64_t mr_cap = a.float_act && !bf16act ? 4 : 8;
   const int osz = dtype_size(a.out_dtype);
   // Tiles are handed out in chunks from an atomic counter rather than split statically:
   // on a shared machine one slowed thread would otherwise hold up the whole call. Guided
@@ -214,10 +244,11 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
         ta.n0 = t * kTileN;
         ta.nvalid = int(std::min<int64_t>(kTileN, n - ta.n0));
         for (int64_t m0 = 0; m0 < m;) {
-          // the fp32-activation kernels stop at MR=4: at MR=8 (8 accumulators + 4 widened
-          // codes + broadcasts) GCC's schedule was 2.6x slower per MAC than at MR=4
-          const int mr = pick_mr(ks, a.float_act ? std::min<int64_t>(m - m0, 4) : m - m0);
-          if (a.float_act) {
+          const int mr = pick_mr(ks, std::min<int64_t>(m - m0, mr_cap));
+          if (bf16act) {
+            ta.xbf = xbf + m0 * k;
+            ta.xgsum = xgsum + m0 * groups;
+          } else if (a.float_act) {
             ta.xf = xf + m0 * ldx;
           } else {
             ta.xq = xq + m0 * k;

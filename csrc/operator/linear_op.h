@@ -16,8 +16,12 @@ namespace lowbit {
 std::vector<std::string> available_isas();
 // The kernel set for `isa` ("" = best available). Throws std::invalid_argument if unavailable.
 const KernelSet* select_kernels(const std::string& isa);
-// Name of the micro-kernel used for the first MR rows of a call with m rows.
-std::string kernel_name(const KernelSet& ks, int64_t m, bool float_act = false);
+// Name of the micro-kernel used for the first MR rows of a call with m rows (float_act: the
+// weight-only kernels, on bf16 activations when x_dtype is bf16 and the set has them for `bits`).
+std::string kernel_name(const KernelSet& ks, int64_t m, bool float_act = false, DType x_dtype = DType::f32,
+                        int bits = 4);
+// Whether a weight-only call with these activations runs the bf16-activation kernels.
+bool uses_bf16act(const KernelSet& ks, int bits, bool float_act, DType x_dtype);
 // MR for `rows_left` rows on this kernel set: the largest of 8/4/2/1 <= min(rows_left, max_mr).
 int pick_mr(const KernelSet& ks, int64_t rows_left);
 
@@ -43,7 +47,8 @@ struct LinearArgs {
   DType out_dtype;
   int64_t ldo;
   int nthreads;
-  bool float_act;            // true: weight-only kernels on fp32 activations; false: int8 dynamic
+  bool float_act;            // true: weight-only kernels (on bf16 activations where the set has
+                             // them and x is bf16, else fp32); false: int8 dynamic
 };
 // out = x @ W.T + bias with int8 dynamic activations (bit-exact, see linear_tile.h) or,
 // with float_act, on fp32 activations (weight-only).

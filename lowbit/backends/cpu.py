@@ -7,11 +7,14 @@ NEON dot-product, scalar); the weight is repacked once into the kernels' tile la
 Two kernel families share the layout and the unpack routines:
 
 * ``act="int8"``: int8 dot products, bit-exact with :func:`lowbit.quant.int8_linear_reference`;
-* ``act="none"`` (WeightOnlyConfig): fp32 activations, codes widened to fp32 in registers
-  and ``fma``-accumulated per group (``linear_fp32act_*``). Quantizing the activations to
-  int8 would be faster but adds ~1% relative error, which breaks the weight-only contract
-  (the model with dequantized weights, to fp32 rounding); docs/cpu_kernels.md has numbers.
-  HQQ float zero points are kept as fp32 (``ZeroKind.f32``).
+* ``act="none"`` (WeightOnlyConfig): float activations, never rounded further. bf16
+  activations on a CPU with AVX-512 BF16 run ``linear_bf16act_*`` (1-6 bits): codes looked
+  up as bf16 and 2-way ``vdpbf16ps`` dots, fp32 sums, 2.0-2.8x the fp32 kernels. Everything
+  else runs ``linear_fp32act_*``: fp32 activations, codes widened to fp32 in registers and
+  ``fma``-accumulated per group. Quantizing the activations to int8 would be faster but
+  adds ~1% relative error, which breaks the weight-only contract (the model with
+  dequantized weights, to fp32 rounding); docs/cpu_kernels.md has numbers. HQQ float zero
+  points are kept as fp32 (``ZeroKind.f32``).
 
 The extension is imported on first use, never at ``import lowbit``; without it this
 backend reports itself unavailable and the reference backend serves the CPU. This module
@@ -103,11 +106,16 @@ class CpuBackend(Backend):
         return [
             f"ISAs here: {', '.join(isas)} (selected: {self.isa or isas[0]})",
             f"int8-act linear M=1: {self.ext.kernel_name(self.isa, 1)}, M>=8: {self.ext.kernel_name(self.isa, 8)}",
-            f"weight-only linear M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
+            f"weight-only linear (fp32/fp16 activations) M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
             f"{self.ext.kernel_name(self.isa, 4, True)} (all templated on bits 1-8)",
+            f"weight-only, bf16 activations, W4 M=1: {self._kname(1, True, torch.bfloat16)}, M>=8: "
+            f"{self._kname(8, True, torch.bfloat16)}",
             "embedding: canonical rows, scalar decode",
             f"threads: {self.ext.parallel_pool()}, torch.get_num_threads() = {torch.get_num_threads()}",
         ]
+
+    def _kname(self, m: int, float_act: bool, x_dtype: torch.dtype, bits: int = 4) -> str:
+        return self.ext.kernel_name(self.isa, m, float_act, self._dtype(x_dtype), bits)
 
     # ---- typed conversions ----------------------------------------------------------------
     def _dtype(self, dtype: torch.dtype):
