@@ -108,14 +108,15 @@ class CpuBackend(Backend):
             f"int8-act linear M=1: {self.ext.kernel_name(self.isa, 1)}, M>=8: {self.ext.kernel_name(self.isa, 8)}",
             f"weight-only linear (fp32/fp16 activations) M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
             f"{self.ext.kernel_name(self.isa, 4, True)} (all templated on bits 1-8)",
-            f"weight-only, bf16 activations, W4 M=1: {self._kname(1, True, torch.bfloat16)}, M>=8: "
-            f"{self._kname(8, True, torch.bfloat16)}",
+            f"weight-only, bf16 activations, W4 M=1: {self.kernel_name(1, True, torch.bfloat16)}, M>=8: "
+            f"{self.kernel_name(8, True, torch.bfloat16)}",
             "embedding: canonical rows, scalar decode",
             f"threads: {self.ext.parallel_pool()}, torch.get_num_threads() = {torch.get_num_threads()}",
         ]
 
-    def _kname(self, m: int, float_act: bool, x_dtype: torch.dtype, bits: int = 4) -> str:
-        return self.ext.kernel_name(self.isa, m, float_act, self._dtype(x_dtype), bits)
+    def kernel_name(self, m: int, weight_only: bool, x_dtype: torch.dtype, bits: int = 4) -> str:
+        """The micro-kernel an M-row call runs first (weight_only: act='none')."""
+        return self.ext.kernel_name(self.isa, m, weight_only, self._dtype(x_dtype), bits)
 
     # ---- typed conversions ----------------------------------------------------------------
     def _dtype(self, dtype: torch.dtype):

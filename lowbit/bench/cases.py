@@ -279,8 +279,7 @@ def _kernel_namer(weight, x_dtype: torch.dtype, device: torch.device) -> Callabl
         dw = b.device_weight(qw)
         return lambda m: dispatch.choose(m, dw, qw.meta.act, device, x_dtype)
     if b.name == "cpu":
-        weight_only = qw.meta.act != "int8"
-        return lambda m: b.ext.kernel_name(b.isa, m, weight_only)
+        return lambda m: b.kernel_name(m, qw.meta.act != "int8", x_dtype, qw.meta.bits)
     return lambda m: f"backend {b.name}"
 
 
