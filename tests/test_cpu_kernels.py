@@ -128,9 +128,9 @@ def runs_fp32act(isa, m, dtype, bits):
 @pytest.mark.parametrize("bits,sym,method", [(b, s, "minmax") for b in range(1, 9) for s in (True, False) if not (s and b == 1)]
                          + [(b, False, "hqq") for b in (2, 4, 6)], ids=str)
 def test_weight_only_bf16_path(bits, sym, method, gs):
-    """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps) for
-    1..6 bits, the fp32-activation kernels for 7 and 8. Per element within one bf16 rounding of
-    the exact (float64) result plus 1e-5 of the terms' magnitude (the fp32 sums)."""
+    """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps;
+    7 and 8 bits as two nibbles). Per element within one bf16 rounding of the exact (float64)
+    result plus 1e-5 of the terms' magnitude (the fp32 sums)."""
     if "avx512bf16" not in isas():
         pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
     codes, qw = make_weight(N_ODD, K, bits, gs, sym, torch.bfloat16, act="none", method=method)
@@ -138,7 +138,7 @@ def test_weight_only_bf16_path(bits, sym, method, gs):
     bias = torch.randn(N_ODD, dtype=torch.bfloat16)
     for m in MS:
         name = BACKEND.ext.kernel_name("avx512bf16", m, True, BACKEND._dtype(torch.bfloat16), bits)
-        assert name.startswith("linear_bf16act_" if bits <= 6 else "linear_fp32act_"), name
+        assert name.startswith("linear_bf16act_"), name
         x = torch.randn(m, K, dtype=torch.bfloat16) * 3
         got = run(x, qw, bias, "avx512bf16").double()
         want = x.double() @ w.T + bias.double()

@@ -54,7 +54,7 @@ constexpr int kMrVariants = 4;  // MR in {1, 2, 4, 8}
 using PrepareBf16RowFn = void (*)(const uint16_t* x, int64_t k, int gs, uint16_t* xbf, float* xgsum);
 
 // Weight-only kernels on bf16 activations with a 2-way bf16 dot (AVX-512 BF16 vdpbf16ps):
-// [bits-1][log2(MR)], nullptr for the widths it does not cover (7, 8: the fp32 kernels run)
+// [bits-1][log2(MR)] (a nullptr entry would send that width to the fp32-activation kernels)
 struct Bf16ActKernels {
   LinearTileFn linear[8][kMrVariants];
   PrepareBf16RowFn prepare_row;

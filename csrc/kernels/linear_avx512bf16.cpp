@@ -8,10 +8,11 @@
 // (k1, k3) the low bytes after a 16-bit shift by 8, so one vpermw each turns them into the
 // bf16 values of (q - 2**(bits-1)): vpermw reads only the index's low 5 bits, the table has
 // 32 entries, and bits of the neighbouring field above the code are ignored by repeating the
-// table every 2**w entries (6-bit codes: vpermt2w, 64 entries). The activations come
-// reordered per k-quad as (x0, x2, x1, x3) so that the pair broadcast for the even words is
-// (x0, x2) and for the odd ones (x1, x3). Per 16 rows x 4 k: 1 shift, 2 lookups, and 2 dots
-// per activation row (32 MACs each, twice vfmadd's 16).
+// table every 2**w entries (6-bit codes: vpermt2w, 64 entries). 7- and 8-bit codes are
+// looked up as two nibbles, lo and 16*hi - 2**(bits-1), each dotted with the same pair (twice
+// the dots). The activations come reordered per k-quad as (x0, x2, x1, x3) so that the pair
+// broadcast for the even words is (x0, x2) and for the odd ones (x1, x3). Per 16 rows x 4 k:
+// 1 shift, 2 lookups, and 2 dots per activation row (32 MACs each, twice vfmadd's 16).
 //
 // Math, per output (m, n):
 //   for each group g:  t = sum_k bf16(q[n,k] - zs) * x[m,k]          (products exact in fp32,
@@ -19,11 +20,11 @@
 //                      t = t - (z[n,g] - zs) * xgsum[m,g]           (asymmetric / float zeros)
 //                      y = fma(s[n,g], t, y)
 //   y = y + bias[n];  out = cast(y)
-// q - zs is an integer in [-2**(bits-1), 2**(bits-1)), exact in bf16 (8 significant bits) for
-// bits <= 8; the lookup covers 1..6 bits (7 and 8 run the fp32-activation kernels). Only
-// bf16 activations take this path, so nothing is rounded that the model had not rounded:
-// against the float reference it differs by summation order (vdpbf16ps sums two products
-// per step), like the fp32 kernels; it is not bit-identical to them.
+// q - zs is an integer in [-2**(bits-1), 2**(bits-1)), exact in bf16 (8 significant bits), as
+// are a nibble and 16*hi - zs. Only bf16 activations take this path, so nothing is rounded
+// that the model had not rounded: against the float reference it differs by summation order
+// (vdpbf16ps sums two products per step), like the fp32 kernels; it is not bit-identical to
+// them.
 #include <cstdint>
 #include <cstring>
 
@@ -40,7 +41,6 @@ namespace {
 
 using I = IsaAvx512Vnni;
 
-constexpr int kMaxBf16Bits = 6;
 
 // bf16 bit pattern of a small integer (|v| <= 255: exact, 8 significant bits)
 constexpr uint16_t bf16_of_int(int v) {
@@ -52,18 +52,18 @@ constexpr uint16_t bf16_of_int(int v) {
   return uint16_t(sign | ((127 + e) << 7) | ((m << (7 - e)) & 0x7f));
 }
 
-// Lookup table: entry i = bf16((i mod 2**W) - 2**(BITS-1)), 64 entries (vpermw uses 32)
-template <int W, int BITS>
+// Lookup table: entry i = bf16((i mod 2**W) * MUL - OFF), 64 entries (vpermw uses 32)
+template <int W, int MUL, int OFF>
 struct CodeTable {
   alignas(64) uint16_t v[64];
   constexpr CodeTable() : v{} {
-    for (int i = 0; i < 64; ++i) v[i] = bf16_of_int((i & ((1 << W) - 1)) - (1 << (BITS - 1)));
+    for (int i = 0; i < 64; ++i) v[i] = bf16_of_int((i & ((1 << W) - 1)) * MUL - OFF);
   }
 };
 
-template <int W, int BITS>
+template <int W, int MUL, int OFF>
 struct Lut {
-  static constexpr CodeTable<W, BITS> kTable{};
+  static constexpr CodeTable<W, MUL, OFF> kTable{};
   __m512i lo, hi;
   LOWBIT_INLINE Lut() {
     lo = _mm512_load_si512(kTable.v);
@@ -100,8 +100,11 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
   // software prefetch: none for the light M=1 single-plane kernel (the hardware prefetcher
   // follows the tile's one stream), the heavy distance otherwise (see kPrefetchBytes)
   const TileWalk<BITS, SDT, ZK, 0, (MR > 1 || NP > 1)> tw(a);
-  const Lut<NP == 1 ? BITS : (BITS == 6 ? 6 : 5), BITS> lut;
-  constexpr float kZs = float(1 << (BITS - 1));
+  constexpr int kZs = 1 << (BITS - 1);
+  // 1..6 bits: one table, q - zs; 7 and 8 bits: the two nibbles, lo and 16 * hi - zs
+  constexpr int kLutW = BITS >= 7 ? 4 : (NP == 1 ? BITS : (BITS == 6 ? 6 : 5));
+  const Lut<kLutW, 1, BITS >= 7 ? 0 : kZs> lut;
+  const Lut<4, 16, kZs> lut_hi;
 
   __m512 y[MR][1];
   for (int m = 0; m < MR; ++m) y[m][0] = _mm512_setzero_ps();
@@ -122,7 +125,16 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
           acc[m][c % S][1] = dot_pair(acc[m][c % S][1], odd, xk + m * a.ldx + c * kQuad + 2);
         });
       };
-      if constexpr (NP == 1) {
+      if constexpr (BITS >= 7) {
+        // a code is lo + 16 * hi: two lookups and two dots per word, into the same chains
+        __m512i cv[kCodeVecs];
+        unpack_block<BITS, I>(blk, cv);
+        unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
+          constexpr int c = decltype(cc)::value;
+          dots(cc, lut(cv[c]), lut(srl16<8>(cv[c])));
+          dots(cc, lut_hi(srl16<4>(cv[c])), lut_hi(srl16<12>(cv[c])));
+        });
+      } else if constexpr (NP == 1) {
         // one plane (1, 2, 4 bits): the field at bit jj*w of a plane byte is looked up in place
         constexpr int w = BITS, per = 8 / w;
         unroll<w>([&](auto pv) LOWBIT_LAMBDA {
@@ -143,9 +155,9 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
     __m512 zc = _mm512_setzero_ps();
     if constexpr (ZK == ZeroKind::u8)
       zc = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tw.group_zeros(g))))),
-                         _mm512_set1_ps(kZs));
+                         _mm512_set1_ps(float(kZs)));
     else if constexpr (ZK == ZeroKind::f32)
-      zc = _mm512_sub_ps(_mm512_loadu_ps(tw.group_zeros(g)), _mm512_set1_ps(kZs));
+      zc = _mm512_sub_ps(_mm512_loadu_ps(tw.group_zeros(g)), _mm512_set1_ps(float(kZs)));
     for (int m = 0; m < MR; ++m) {
       __m512 t = _mm512_add_ps(acc[m][0][0], acc[m][0][1]);
       for (int q = 1; q < S; ++q) t = _mm512_add_ps(t, _mm512_add_ps(acc[m][q][0], acc[m][q][1]));
@@ -202,7 +214,8 @@ constexpr Bf16ActKernels make_bf16act() {
   fill_bf16_bits<4>(t);
   fill_bf16_bits<5>(t);
   fill_bf16_bits<6>(t);
-  static_assert(kMaxBf16Bits == 6, "table filled for 1..6 bits");
+  fill_bf16_bits<7>(t);
+  fill_bf16_bits<8>(t);
   t.prepare_row = &prepare_bf16_row;
   return t;
 }
