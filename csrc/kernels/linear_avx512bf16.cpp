@@ -9,10 +9,11 @@
 // bf16 values of (q - 2**(bits-1)): vpermw reads only the index's low 5 bits, the table has
 // 32 entries, and bits of the neighbouring field above the code are ignored by repeating the
 // table every 2**w entries (6-bit codes: vpermt2w, 64 entries). 7- and 8-bit codes are
-// looked up as two nibbles, lo and 16*hi - 2**(bits-1), each dotted with the same pair (twice
-// the dots). The activations come reordered per k-quad as (x0, x2, x1, x3) so that the pair
-// broadcast for the even words is (x0, x2) and for the odd ones (x1, x3). Per 16 rows x 4 k:
-// 1 shift, 2 lookups, and 2 dots per activation row (32 MACs each, twice vfmadd's 16).
+// converted instead (wide_pairs: through the float 2**23 + q, ~7 ops a vector; looking them
+// up as two nibbles with twice the dots was 1.1-1.8x slower from M = 4 on). The activations
+// come reordered per k-quad as (x0, x2, x1, x3) so that the pair broadcast for the even words
+// is (x0, x2) and for the odd ones (x1, x3). Per 16 rows x 4 k: 1 shift, 2 lookups, and 2
+// dots per activation row (32 MACs each, twice vfmadd's 16).
 //
 // Math, per output (m, n):
 //   for each group g:  t = sum_k bf16(q[n,k] - zs) * x[m,k]          (products exact in fp32,
@@ -20,11 +21,10 @@
 //                      t = t - (z[n,g] - zs) * xgsum[m,g]           (asymmetric / float zeros)
 //                      y = fma(s[n,g], t, y)
 //   y = y + bias[n];  out = cast(y)
-// q - zs is an integer in [-2**(bits-1), 2**(bits-1)), exact in bf16 (8 significant bits), as
-// are a nibble and 16*hi - zs. Only bf16 activations take this path, so nothing is rounded
-// that the model had not rounded: against the float reference it differs by summation order
-// (vdpbf16ps sums two products per step), like the fp32 kernels; it is not bit-identical to
-// them.
+// q - zs is an integer in [-2**(bits-1), 2**(bits-1)), exact in bf16 (8 significant bits).
+// Only bf16 activations take this path, so nothing is rounded that the model had not
+// rounded: against the float reference it differs by summation order (vdpbf16ps sums two
+// products per step), like the fp32 kernels; it is not bit-identical to them.
 #include <cstdint>
 #include <cstring>
 
@@ -52,18 +52,18 @@ constexpr uint16_t bf16_of_int(int v) {
   return uint16_t(sign | ((127 + e) << 7) | ((m << (7 - e)) & 0x7f));
 }
 
-// Lookup table: entry i = bf16((i mod 2**W) * MUL - OFF), 64 entries (vpermw uses 32)
-template <int W, int MUL, int OFF>
+// Lookup table: entry i = bf16((i mod 2**W) - OFF), 64 entries (vpermw uses 32)
+template <int W, int OFF>
 struct CodeTable {
   alignas(64) uint16_t v[64];
   constexpr CodeTable() : v{} {
-    for (int i = 0; i < 64; ++i) v[i] = bf16_of_int((i & ((1 << W) - 1)) * MUL - OFF);
+    for (int i = 0; i < 64; ++i) v[i] = bf16_of_int((i & ((1 << W) - 1)) - OFF);
   }
 };
 
-template <int W, int MUL, int OFF>
+template <int W, int OFF>
 struct Lut {
-  static constexpr CodeTable<W, MUL, OFF> kTable{};
+  static constexpr CodeTable<W, OFF> kTable{};
   __m512i lo, hi;
   LOWBIT_INLINE Lut() {
     lo = _mm512_load_si512(kTable.v);
@@ -89,22 +89,37 @@ LOWBIT_INLINE __m512 dot_pair(__m512 acc, __m512i w, const uint16_t* x) {
   return acc;
 }
 
+// 7/8-bit codes (too many for a one-instruction lookup): the bf16 pairs (q[S] - ZS, q[S+16] - ZS) of each 32-bit lane
+// (S = 0: bytes 0 and 2, S = 8: bytes 1 and 3). A byte ORed into the mantissa of 2**23 is the
+// float 2**23 + q; subtracting 2**23 + ZS leaves q - ZS exactly, an integer of at most 8
+// significant bits, so its bf16 is its upper 16 bits (truncation is exact)
+template <int S, int ZS>
+LOWBIT_INLINE __m512i wide_pairs(__m512i v) {
+  const __m512i two23 = _mm512_set1_epi32(0x4B000000), byte = _mm512_set1_epi32(0xff);
+  const __m512 bias = _mm512_set1_ps(8388608.0f + ZS);
+  auto value = [&](__m512i bits) LOWBIT_LAMBDA {  // (bits & 0xff) | 2**23, as a float, minus the bias
+    return _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(bits, byte, two23, 0xEA)), bias));
+  };
+  const __m512i lo = value(S ? _mm512_srli_epi32(v, S) : v);
+  const __m512i hi = value(_mm512_srli_epi32(v, S + 16));
+  // lo's upper half into the low word, hi's upper half kept: (hi & 0xffff0000) | (lo >> 16)
+  return _mm512_ternarylogic_epi32(_mm512_set1_epi32(int(0xffff0000u)), hi, _mm512_srli_epi32(lo, 16), 0xCA);  // A ? B : C
+}
+
 const float kOnes[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
 
 template <int BITS, int MR, DType SDT, ZeroKind ZK>
 void linear_tile_bf16act_impl(const TileArgs& a) {
   constexpr int NP = plane_count(BITS);
-  // each dot's accumulator chain: vdpbf16ps has ~8x its issue interval of latency here, so
-  // 8 chains at least (S per row and parity)
+  // independent accumulator chains: vdpbf16ps issues once a cycle here with ~6 cycles of
+  // latency, so 8 at least (S per row and parity)
   constexpr int S = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
   // software prefetch: none for the light M=1 single-plane kernel (the hardware prefetcher
   // follows the tile's one stream), the heavy distance otherwise (see kPrefetchBytes)
   const TileWalk<BITS, SDT, ZK, 0, (MR > 1 || NP > 1)> tw(a);
   constexpr int kZs = 1 << (BITS - 1);
-  // 1..6 bits: one table, q - zs; 7 and 8 bits: the two nibbles, lo and 16 * hi - zs
-  constexpr int kLutW = BITS >= 7 ? 4 : (NP == 1 ? BITS : (BITS == 6 ? 6 : 5));
-  const Lut<kLutW, 1, BITS >= 7 ? 0 : kZs> lut;
-  const Lut<4, 16, kZs> lut_hi;
+  // the lookup's index width: a plane's field in place, else a whole code (unused from 7 bits)
+  const Lut<NP == 1 ? (BITS == 8 ? 5 : BITS) : (BITS == 6 ? 6 : 5), kZs> lut;
 
   __m512 y[MR][1];
   for (int m = 0; m < MR; ++m) y[m][0] = _mm512_setzero_ps();
@@ -126,13 +141,11 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
         });
       };
       if constexpr (BITS >= 7) {
-        // a code is lo + 16 * hi: two lookups and two dots per word, into the same chains
         __m512i cv[kCodeVecs];
         unpack_block<BITS, I>(blk, cv);
         unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
           constexpr int c = decltype(cc)::value;
-          dots(cc, lut(cv[c]), lut(srl16<8>(cv[c])));
-          dots(cc, lut_hi(srl16<4>(cv[c])), lut_hi(srl16<12>(cv[c])));
+          dots(cc, wide_pairs<0, kZs>(cv[c]), wide_pairs<8, kZs>(cv[c]));
         });
       } else if constexpr (NP == 1) {
         // one plane (1, 2, 4 bits): the field at bit jj*w of a plane byte is looked up in place

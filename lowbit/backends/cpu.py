@@ -9,7 +9,7 @@ Two kernel families share the layout and the unpack routines:
 * ``act="int8"``: int8 dot products, bit-exact with :func:`lowbit.quant.int8_linear_reference`;
 * ``act="none"`` (WeightOnlyConfig): float activations, never rounded further. bf16
   activations on a CPU with AVX-512 BF16 run ``linear_bf16act_*``: codes looked up as bf16
-  and 2-way ``vdpbf16ps`` dots, fp32 sums, 1.8-2.8x the fp32 kernels (W7/W8: 1.1-1.9x). Everything
+  and 2-way ``vdpbf16ps`` dots, fp32 sums, 1.2-2.8x the fp32 kernels. Everything
   else runs ``linear_fp32act_*``: fp32 activations, codes widened to fp32 in registers and
   ``fma``-accumulated per group. Quantizing the activations to int8 would be faster but
   adds ~1% relative error, which breaks the weight-only contract (the model with
