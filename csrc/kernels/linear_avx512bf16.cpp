@@ -41,7 +41,6 @@ namespace {
 
 using I = IsaAvx512Vnni;
 
-
 // bf16 bit pattern of a small integer (|v| <= 255: exact, 8 significant bits)
 constexpr uint16_t bf16_of_int(int v) {
   if (v == 0) return 0;
@@ -89,21 +88,17 @@ LOWBIT_INLINE __m512 dot_pair(__m512 acc, __m512i w, const uint16_t* x) {
   return acc;
 }
 
-// 7/8-bit codes (too many for a one-instruction lookup): the bf16 pairs (q[S] - ZS, q[S+16] - ZS) of each 32-bit lane
-// (S = 0: bytes 0 and 2, S = 8: bytes 1 and 3). A byte ORed into the mantissa of 2**23 is the
-// float 2**23 + q; subtracting 2**23 + ZS leaves q - ZS exactly, an integer of at most 8
-// significant bits, so its bf16 is its upper 16 bits (truncation is exact)
-template <int S, int ZS>
+// 7/8-bit codes (too many for a one-instruction lookup): the bf16 pairs (q_J - ZS, q_J+2 - ZS)
+// of each 32-bit lane (J = 0: bytes 0 and 2, J = 1: bytes 1 and 3). I::widen_biased<J> is the
+// float 2**23 + q_J without a conversion; subtracting 2**23 + ZS leaves q_J - ZS exactly, an
+// integer of at most 8 significant bits, so its bf16 is its upper 16 bits (exact truncation).
+template <int J, int ZS>
 LOWBIT_INLINE __m512i wide_pairs(__m512i v) {
-  const __m512i two23 = _mm512_set1_epi32(0x4B000000), byte = _mm512_set1_epi32(0xff);
   const __m512 bias = _mm512_set1_ps(8388608.0f + ZS);
-  auto value = [&](__m512i bits) LOWBIT_LAMBDA {  // (bits & 0xff) | 2**23, as a float, minus the bias
-    return _mm512_castps_si512(_mm512_sub_ps(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(bits, byte, two23, 0xEA)), bias));
-  };
-  const __m512i lo = value(S ? _mm512_srli_epi32(v, S) : v);
-  const __m512i hi = value(_mm512_srli_epi32(v, S + 16));
-  // lo's upper half into the low word, hi's upper half kept: (hi & 0xffff0000) | (lo >> 16)
-  return _mm512_ternarylogic_epi32(_mm512_set1_epi32(int(0xffff0000u)), hi, _mm512_srli_epi32(lo, 16), 0xCA);  // A ? B : C
+  const __m512i lo = _mm512_castps_si512(_mm512_sub_ps(I::widen_biased<J>(v), bias));
+  const __m512i hi = _mm512_castps_si512(_mm512_sub_ps(I::widen_biased<J + 2>(v), bias));
+  // (hi & 0xffff0000) | (lo >> 16): vpternlogd "A ? B : C" with A the mask
+  return _mm512_ternarylogic_epi32(_mm512_set1_epi32(int(0xffff0000u)), hi, _mm512_srli_epi32(lo, 16), 0xCA);
 }
 
 const float kOnes[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
@@ -145,7 +140,7 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
         unpack_block<BITS, I>(blk, cv);
         unroll<kCodeVecs>([&](auto cc) LOWBIT_LAMBDA {
           constexpr int c = decltype(cc)::value;
-          dots(cc, wide_pairs<0, kZs>(cv[c]), wide_pairs<8, kZs>(cv[c]));
+          dots(cc, wide_pairs<0, kZs>(cv[c]), wide_pairs<1, kZs>(cv[c]));
         });
       } else if constexpr (NP == 1) {
         // one plane (1, 2, 4 bits): the field at bit jj*w of a plane byte is looked up in place
