@@ -128,9 +128,8 @@ def runs_fp32act(isa, m, dtype, bits):
 @pytest.mark.parametrize("bits,sym,method", [(b, s, "minmax") for b in range(1, 9) for s in (True, False) if not (s and b == 1)]
                          + [(b, False, "hqq") for b in (2, 4, 6)], ids=str)
 def test_weight_only_bf16_path(bits, sym, method, gs):
-    """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps;
-    7 and 8 bits as two nibbles). Per element within one bf16 rounding of the exact (float64)
-    result plus 1e-5 of the terms' magnitude (the fp32 sums)."""
+    """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps)
+    for every width, near the float64 result (assert_near_float64)."""
     if "avx512bf16" not in isas():
         pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
     codes, qw = make_weight(N_ODD, K, bits, gs, sym, torch.bfloat16, act="none", method=method)
@@ -140,12 +139,30 @@ def test_weight_only_bf16_path(bits, sym, method, gs):
         name = BACKEND.ext.kernel_name("avx512bf16", m, True, BACKEND._dtype(torch.bfloat16), bits)
         assert name.startswith("linear_bf16act_"), name
         x = torch.randn(m, K, dtype=torch.bfloat16) * 3
-        got = run(x, qw, bias, "avx512bf16").double()
-        want = x.double() @ w.T + bias.double()
-        bound = want.abs() * 2**-8 + 1e-5 * (x.double().abs() @ w.abs().T + bias.double().abs())
-        bad = (got - want).abs() > bound
-        assert not bad.any(), (f"{name} M={m}: {int(bad.sum())} outputs off, e.g. got {got[bad][:3].tolist()} "
-                               f"want {want[bad][:3].tolist()}")
+        assert_near_float64(run(x, qw, bias, "avx512bf16"), x, w, bias, f"{name} M={m}")
+
+
+def assert_near_float64(got, x, w, bias, what):
+    """Per element within one bf16 rounding of the float64 result plus 1e-5 of the terms'
+    magnitude (the fp32 sums of the bf16-activation kernels)."""
+    got, want = got.double(), x.double() @ w.T + bias.double()
+    bound = want.abs() * 2**-8 + 1e-5 * (x.double().abs() @ w.abs().T + bias.double().abs())
+    bad = (got - want).abs() > bound
+    assert not bad.any(), f"{what}: {int(bad.sum())} outputs off, e.g. got {got[bad][:3].tolist()} want {want[bad][:3].tolist()}"
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_weight_only_bf16_path_long_k(bits):
+    """Many groups per tile (K = 14336, 112 groups of 128) and a partial last tile (N = 40)."""
+    if "avx512bf16" not in isas():
+        pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
+    n, k = 40, 14336
+    codes, qw = make_weight(n, k, bits, 128, False, torch.bfloat16, act="none")
+    w = quant.dequantize(codes, qw.scales.double(), qw.zeros.double(), bits, torch.float64)
+    bias = torch.randn(n, dtype=torch.bfloat16)
+    for m in (1, 3, 9):
+        x = torch.randn(m, k, dtype=torch.bfloat16)
+        assert_near_float64(run(x, qw, bias, "avx512bf16"), x, w, bias, f"W{bits} K={k} M={m}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
