@@ -83,12 +83,14 @@ def copies_for(nbytes: int) -> int:
     return cases.copies_for(nbytes, cases.l3_bytes())
 
 
-def lowbit_weights(n, k, bits, backend, count):
+def lowbit_weights(n, k, bits, backend, count, act="int8"):
+    """``count`` copies of a random symmetric group-GROUP weight with its CPU layout
+    (act: "int8" for the int8 kernels, "none" for the weight-only ones)."""
     out = []
     for _ in range(count):
         codes = torch.randint(0, 1 << bits, (n, k), dtype=torch.uint8)
         scales = (torch.rand(n, k // GROUP) * 0.01 + 1e-3).to(torch.bfloat16)
-        qw = QWeight(packing.pack(codes, bits), scales, None, QuantMeta(bits, GROUP, True, act="int8"), n, k)
+        qw = QWeight(packing.pack(codes, bits), scales, None, QuantMeta(bits, GROUP, True, act=act), n, k)
         out.append(qw._replace(layout=backend.prepare(qw), layout_name=backend.name))
     return out
 

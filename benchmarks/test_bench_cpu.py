@@ -4,7 +4,8 @@
 
 A few headline cases of benchmarks/bench_cpu.py (which prints the full table with the
 bandwidth floor): Llama-3.1-8B down projection (N=4096, K=14336), lowbit int8-activation
-x W{2,4} (symmetric, group 32, bf16) vs dense bf16 and torch's int4 weight-only kernel.
+x W{2,4} and W4 weight-only on bf16 activations (symmetric, group 32, bf16) vs dense bf16 and
+torch's int4 weight-only kernel.
 Weights rotate over enough copies to exceed 4x L3, so each call reads them from DRAM.
 """
 import itertools
@@ -36,6 +37,15 @@ def test_lowbit_int8act(benchmark, bits, m):
     x = torch.randn(m, K, dtype=torch.bfloat16)
     ws = bench_cpu.lowbit_weights(N, K, bits, BACKEND, bench_cpu.copies_for(bench_cpu.lowbit_bytes(N, K, bits, 1)))
     benchmark.extra_info.update(bits=bits, m=m, n=N, k=K, kernel=BACKEND.ext.kernel_name("", m))
+    benchmark.pedantic(_cycle([lambda w=w: BACKEND.linear(x, w, None) for w in ws]), rounds=30, warmup_rounds=3)
+
+
+@pytest.mark.parametrize("m", [1, 4, 64])
+def test_lowbit_weight_only_bf16(benchmark, m):
+    """W4 weight-only on bf16 activations: linear_bf16act_* where the CPU has AVX-512 BF16."""
+    x = torch.randn(m, K, dtype=torch.bfloat16)
+    ws = bench_cpu.lowbit_weights(N, K, 4, BACKEND, bench_cpu.copies_for(bench_cpu.lowbit_bytes(N, K, 4, 1)), act="none")
+    benchmark.extra_info.update(bits=4, m=m, n=N, k=K, kernel=BACKEND.kernel_name(m, True, torch.bfloat16, 4))
     benchmark.pedantic(_cycle([lambda w=w: BACKEND.linear(x, w, None) for w in ws]), rounds=30, warmup_rounds=3)
 
 
