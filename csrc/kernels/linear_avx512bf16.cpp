@@ -103,17 +103,12 @@ LOWBIT_INLINE __m512i wide_pairs(__m512i v) {
 
 const float kOnes[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
 
-template <int BITS, int MR, DType SDT, ZeroKind ZK, bool ONE_BLOCK>
+template <int BITS, int MR, DType SDT, ZeroKind ZK>
 void linear_tile_bf16act_impl(const TileArgs& a) {
   constexpr int NP = plane_count(BITS);
   // independent accumulator chains: vdpbf16ps issues once a cycle here with ~6 cycles of
   // latency, so 8 at least (S per row and parity)
   constexpr int S = MR == 1 ? 4 : (MR == 2 ? 2 : 1);
-  // even and odd words into separate chains (2) or one (1). One chain a row at MR 8 (8 chains
-  // still) and at MR 4 with one-block groups (the group epilogue then dominates; 4 chains are
-  // latency-bound at group 128): hot, one core, M = 64, 4096 x 256: W4 g32 1250 -> 949 us,
-  // g128 954 -> 712 us; M = 4: g32 73 -> 61 us, g128 57 -> 62 us
-  constexpr int kParities = (MR >= 8 || (MR == 4 && ONE_BLOCK)) ? 1 : 2;
   // software prefetch: none for the light M=1 single-plane kernel (the hardware prefetcher
   // follows the tile's one stream), the heavy distance otherwise (see kPrefetchBytes)
   const TileWalk<BITS, SDT, ZK, 0, (MR > 1 || NP > 1)> tw(a);
@@ -125,10 +120,9 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
   for (int m = 0; m < MR; ++m) y[m][0] = _mm512_setzero_ps();
 
   for (int64_t g = 0; g < tw.groups; ++g) {
-    __m512 acc[MR][S][kParities];
+    __m512 acc[MR][S][2];
     for (int m = 0; m < MR; ++m)
-      for (int s = 0; s < S; ++s)
-        for (int p = 0; p < kParities; ++p) acc[m][s][p] = _mm512_setzero_ps();
+      for (int s = 0; s < S; ++s) acc[m][s][0] = acc[m][s][1] = _mm512_setzero_ps();
     tw.prefetch_params(g);
     for (int b = 0; b < tw.bpg; ++b) {
       const uint8_t* blk = tw.block(g, b);
@@ -138,7 +132,7 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
         unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
           constexpr int m = decltype(mm)::value;
           acc[m][c % S][0] = dot_pair(acc[m][c % S][0], even, xk + m * a.ldx + c * kQuad);
-          acc[m][c % S][kParities - 1] = dot_pair(acc[m][c % S][kParities - 1], odd, xk + m * a.ldx + c * kQuad + 2);
+          acc[m][c % S][1] = dot_pair(acc[m][c % S][1], odd, xk + m * a.ldx + c * kQuad + 2);
         });
       };
       if constexpr (BITS >= 7) {
@@ -173,9 +167,8 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
     else if constexpr (ZK == ZeroKind::f32)
       zc = _mm512_sub_ps(_mm512_loadu_ps(tw.group_zeros(g)), _mm512_set1_ps(float(kZs)));
     for (int m = 0; m < MR; ++m) {
-      __m512 t = acc[m][0][0];
-      for (int q = 0; q < S; ++q)
-        for (int p = q == 0 ? 1 : 0; p < kParities; ++p) t = _mm512_add_ps(t, acc[m][q][p]);
+      __m512 t = _mm512_add_ps(acc[m][0][0], acc[m][0][1]);
+      for (int q = 1; q < S; ++q) t = _mm512_add_ps(t, _mm512_add_ps(acc[m][q][0], acc[m][q][1]));
       if constexpr (ZK != ZeroKind::symmetric) t = _mm512_fnmadd_ps(zc, _mm512_set1_ps(a.xgsum[m * a.ldxs + g]), t);
       y[m][0] = _mm512_fmadd_ps(s, t, y[m][0]);
     }
@@ -187,10 +180,8 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
 
 template <int BITS, int MR>
 struct Bf16Act {
-  template <DType SDT, ZeroKind ZK, int ONE_BLOCK_GROUPS>
-  static void run(const TileArgs& a) {  // one-block groups only change MR 4's kernel
-    linear_tile_bf16act_impl<BITS, MR, SDT, ZK, MR == 4 && ONE_BLOCK_GROUPS>(a);
-  }
+  template <DType SDT, ZeroKind ZK, int>
+  static void run(const TileArgs& a) { linear_tile_bf16act_impl<BITS, MR, SDT, ZK>(a); }
 };
 
 template <int BITS, int MR>
