@@ -120,6 +120,11 @@ def test_weight_only_fp32_path(bits, method, dtype):
                 assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (act=none, {method}, M={m})")
 
 
+def require_bf16act():
+    if "avx512bf16" not in isas():
+        pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
+
+
 def runs_fp32act(isa, m, dtype, bits):
     return BACKEND.ext.kernel_name(isa, m, True, BACKEND._dtype(dtype), bits).startswith("linear_fp32act_")
 
@@ -130,8 +135,7 @@ def runs_fp32act(isa, m, dtype, bits):
 def test_weight_only_bf16_path(bits, sym, method, gs):
     """bf16 activations, act='none', on a CPU with AVX-512 BF16: linear_bf16act_* (vdpbf16ps)
     for every width, near the float64 result (assert_near_float64)."""
-    if "avx512bf16" not in isas():
-        pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
+    require_bf16act()
     codes, qw = make_weight(N_ODD, K, bits, gs, sym, torch.bfloat16, act="none", method=method)
     w = quant.dequantize(codes, qw.scales.double(), None if qw.zeros is None else qw.zeros.double(), bits, torch.float64)
     bias = torch.randn(N_ODD, dtype=torch.bfloat16)
@@ -154,8 +158,7 @@ def assert_near_float64(got, x, w, bias, what):
 @pytest.mark.parametrize("bits", [3, 4, 8])
 def test_weight_only_bf16_path_long_k(bits):
     """Many groups per tile (K = 14336, 112 groups of 128) and a partial last tile (N = 40)."""
-    if "avx512bf16" not in isas():
-        pytest.skip("!!! this CPU has no AVX-512 BF16: the linear_bf16act_* kernels are NOT TESTED here !!!")
+    require_bf16act()
     n, k = 40, 14336
     codes, qw = make_weight(n, k, bits, 128, False, torch.bfloat16, act="none")
     w = quant.dequantize(codes, qw.scales.double(), qw.zeros.double(), bits, torch.float64)

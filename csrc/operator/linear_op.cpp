@@ -83,10 +83,16 @@ bool uses_bf16act(const KernelSet& ks, int bits, bool float_act, DType x_dtype) 
   return float_act && x_dtype == DType::bf16 && ks.bf16act && ks.bf16act->linear[bits - 1][0];
 }
 
+namespace {
+// Largest MR a family runs: the fp32-activation kernels stop at 4 (at MR=8, 8 accumulators +
+// 4 widened codes + broadcasts, GCC's schedule was 2.6x slower per MAC than at MR=4)
+int64_t mr_cap(bool float_act, bool bf16act) { return float_act && !bf16act ? 4 : 8; }
+}  // namespace
+
 std::string kernel_name(const KernelSet& ks, int64_t m, bool float_act, DType x_dtype, int bits) {
-  if (uses_bf16act(ks, bits, float_act, x_dtype))
-    return "linear_bf16act_" + std::to_string(pick_mr(ks, m)) + "x16x32_f32_" + ks.isa;
-  const int mr = pick_mr(ks, float_act ? std::min<int64_t>(m, 4) : m);
+  const bool bf16 = uses_bf16act(ks, bits, float_act, x_dtype);
+  const int mr = pick_mr(ks, std::min<int64_t>(m, mr_cap(float_act, bf16)));
+  if (bf16) return "linear_bf16act_" + std::to_string(mr) + "x16x32_f32_" + ks.isa;
   return std::string(float_act ? "linear_fp32act_" : "linear_") + std::to_string(mr) + "x16x32_f32_" + ks.kernel_isa;
 }
 
@@ -217,9 +223,7 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   base.zero_kind = ZeroKind(h.zero_kind);
   const LinearTileFn* fns =
       bf16act ? ks.bf16act->linear[h.bits - 1] : (a.float_act ? ks.linear_fact[h.bits - 1] : ks.linear[h.bits - 1]);
-  // the fp32-activation kernels stop at MR=4: at MR=8 (8 accumulators + 4 widened codes +
-  // broadcasts) GCC's schedule was 2.6x slower per MAC than at MR=4
-  const int64_t mr_cap = a.float_act && !bf16act ? 4 : 8;
+  const int64_t max_mr = mr_cap(a.float_act, bf16act);
   const int osz = dtype_size(a.out_dtype);
   // Tiles are handed out in chunks from an atomic counter rather than split statically:
   // on a shared machine one slowed thread would otherwise hold up the whole call. Guided
@@ -244,7 +248,7 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
         ta.n0 = t * kTileN;
         ta.nvalid = int(std::min<int64_t>(kTileN, n - ta.n0));
         for (int64_t m0 = 0; m0 < m;) {
-          const int mr = pick_mr(ks, std::min<int64_t>(m - m0, mr_cap));
+          const int mr = pick_mr(ks, std::min<int64_t>(m - m0, max_mr));
           if (bf16act) {
             ta.xbf = xbf + m0 * k;
             ta.xgsum = xgsum + m0 * groups;

@@ -105,9 +105,10 @@ class CpuBackend(Backend):
         isas = self.ext.available_isas()
         return [
             f"ISAs here: {', '.join(isas)} (selected: {self.isa or isas[0]})",
-            f"int8-act linear M=1: {self.ext.kernel_name(self.isa, 1)}, M>=8: {self.ext.kernel_name(self.isa, 8)}",
-            f"weight-only linear (fp32/fp16 activations) M=1: {self.ext.kernel_name(self.isa, 1, True)}, M>=4: "
-            f"{self.ext.kernel_name(self.isa, 4, True)} (all templated on bits 1-8)",
+            f"int8-act linear M=1: {self.kernel_name(1, False, torch.float32)}, M>=8: "
+            f"{self.kernel_name(8, False, torch.float32)}",
+            f"weight-only linear (fp32/fp16 activations) M=1: {self.kernel_name(1, True, torch.float32)}, M>=4: "
+            f"{self.kernel_name(4, True, torch.float32)} (all templated on bits 1-8)",
             f"weight-only, bf16 activations, W4 M=1: {self.kernel_name(1, True, torch.bfloat16)}, M>=8: "
             f"{self.kernel_name(8, True, torch.bfloat16)}",
             "embedding: canonical rows, scalar decode",
