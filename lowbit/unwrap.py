@@ -19,8 +19,10 @@ passes the leaves (``weight_qdata``, ``weight_scales``, ``weight_zeros``, ``weig
 straight to the op. Dynamo then guards a few tensors and constants per layer instead of the
 ~60 guards its trace of the parametrization installs: checking the guards of a 32-layer W4
 decoder step took 0.24–0.31 ms this way against 0.86–2.6 ms (bf16: 0.09–0.16 ms; torch 2.13,
-``benchmarks/compile_guards.py``, docs/benchmarks.md). On an H100 the 8B W4 decode step's host
-time fell from 3.3-4.0 ms to 0.95-1.04 ms with it, and batch 1 went from 1.76x to 2.03x bf16.
+``benchmarks/compile_guards.py``, docs/benchmarks.md). On an H100 80GB HBM3 (torch 2.11,
+triton 3.6) the 8B W4 decode step's host time fell from 3.3-4.0 ms to 0.95-1.04 ms with it, and
+batch 1 went from 1.76x to 2.03x bf16 (``bash scripts/gpu_e2e_check.sh``; output in
+docs/data/e2e_h100_2026-12-06b).
 """
 from __future__ import annotations
 
