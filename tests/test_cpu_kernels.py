@@ -70,10 +70,12 @@ def test_int8_linear_bit_exact(bits, sym, gs):
                 assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (M={m}, {dtype})")
 
 
-@pytest.mark.parametrize("out_case", ["zero_row", "tiny_n", "big_k"])
+# big_k: tiles far larger than L1, so the M=1 kernels prefetch the activations (prefetch_x)
+@pytest.mark.parametrize("out_case", ["zero_row", "tiny_n", "big_k", "big_k_gemv"])
 def test_int8_linear_edges(out_case):
     bits, dtype = 4, torch.bfloat16
-    n, k, m = {"zero_row": (33, 256, 3), "tiny_n": (1, 64, 5), "big_k": (40, 14336, 2)}[out_case]
+    n, k, m = {"zero_row": (33, 256, 3), "tiny_n": (1, 64, 5), "big_k": (40, 14336, 2),
+               "big_k_gemv": (40, 14336, 1)}[out_case]
     codes, qw = make_weight(n, k, bits, 32, False, dtype)
     x = torch.randn(m, k, dtype=dtype)
     if out_case == "zero_row":

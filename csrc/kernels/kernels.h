@@ -37,11 +37,19 @@ struct TileArgs {
   int group_size;             // multiple of 32
   DType scale_dtype;
   ZeroKind zero_kind;
+  bool prefetch_x;            // M=1 kernels: prefetch the activations ahead (they leave L1 within a tile)
 };
 
 // Group g's record in a tile: its code blocks, then scales [16] at scales_offset, zeros [16] at
 // zeros_offset (the one place the kernels compute it; the packer fills the same layout)
 LOWBIT_INLINE const uint8_t* group_record(const TileArgs& a, int64_t g) { return a.tile + g * a.group_bytes; }
+
+// The operator sets TileArgs::prefetch_x when a tile's bytes plus one activation row's exceed
+// this: the activations then leave L1 within a tile (linear_tile.h, prefetch_act).
+#ifndef LOWBIT_ACT_PREFETCH_MIN_BYTES
+#define LOWBIT_ACT_PREFETCH_MIN_BYTES (48 << 10)
+#endif
+constexpr int64_t kActPrefetchMinBytes = LOWBIT_ACT_PREFETCH_MIN_BYTES;
 
 using LinearTileFn = void (*)(const TileArgs&);
 // x: [k] of dtype t -> xq [k] int8, xsum [k/gs] int32, *sx: the per-token int8 quantization

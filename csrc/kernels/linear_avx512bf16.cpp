@@ -127,6 +127,7 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
     for (int b = 0; b < tw.bpg; ++b) {
       const uint8_t* blk = tw.block(g, b);
       const uint16_t* xk = a.xbf + (g * tw.bpg + b) * kBlockK;
+      if constexpr (MR == 1) prefetch_act(a, xk);
       auto dots = [&](auto cc, __m512i even, __m512i odd) LOWBIT_LAMBDA {
         constexpr int c = decltype(cc)::value;
         unroll<MR>([&](auto mm) LOWBIT_LAMBDA {

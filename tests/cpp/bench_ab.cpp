@@ -1,0 +1,139 @@
+// In-process A/B of builds of the CPU kernels: each build is a shared library (this file
+// compiled with -DAB_SHIM into it), loaded with dlopen(RTLD_LOCAL); one round calls every
+// build on cold weights and takes a one-thread read of the same bytes, builds in turn, so all
+// builds see the same bandwidth phase. Prints the median per-round time ratio of each build
+// to the first one, and each build's median ratio to the read. Not a test. From the repo root:
+//   for v in A B; do  # e.g. B with -DLOWBIT_...=...
+//     g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fPIC -shared -DAB_SHIM $FLAGS_$v \
+//         csrc/kernels/*.cpp csrc/operator/*.cpp tests/cpp/bench_ab.cpp -o /tmp/ab_$v.so -ldl
+//   done
+//   g++ -std=c++17 -O3 -march=native tests/cpp/bench_ab.cpp -o /tmp/bench_ab -ldl
+//   /tmp/bench_ab BITS GROUP M THREADS /tmp/ab_A.so /tmp/ab_B.so   (env N K ROUNDS ISA FACT)
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#ifdef AB_SHIM
+#include "../../csrc/operator/linear_op.h"
+using namespace lowbit;
+extern "C" {
+const void* ab_select(const char* isa) { return select_kernels(isa); }
+int64_t ab_packed_size(int bits, int gs, int64_t n, int64_t k) {
+  return packed_size(bits, gs, n, k, DType::bf16, ZeroKind::symmetric);
+}
+void ab_pack(const uint8_t* q, const uint16_t* s, int bits, int gs, int64_t n, int64_t k, uint8_t* dst, int64_t sz) {
+  pack_weights(q, s, nullptr, DType::f32, bits, gs, n, k, DType::bf16, ZeroKind::symmetric, dst, sz, 1);
+}
+void ab_linear(const void* ks, const uint16_t* x, int m, int64_t k, const uint8_t* w, int64_t sz, uint16_t* out,
+               int64_t n, int threads, bool fact) {
+  LinearArgs a{x, DType::bf16, m, k, k, w, sz, nullptr, out, DType::bf16, n, threads, fact};
+  linear(a, *static_cast<const KernelSet*>(ks));
+}
+}
+#else
+#include <dlfcn.h>
+#include <immintrin.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+__attribute__((noinline)) int64_t readsum(const uint8_t* p, size_t n) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < n; i += 256) {
+    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 192));
+  }
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+struct Build {
+  const char* path;
+  const void* ks;
+  int64_t sz, stride;
+  uint8_t* buf;
+  void (*linear)(const void*, const uint16_t*, int, int64_t, const uint8_t*, int64_t, uint16_t*, int64_t, int, bool);
+  std::vector<double> t, ratio;  // per-round median call time; call time / first build's
+};
+template <class T>
+T sym(void* h, const char* name) {
+  void* p = dlsym(h, name);
+  if (!p) {
+    std::fprintf(stderr, "%s\n", dlerror());
+    std::exit(2);
+  }
+  return reinterpret_cast<T>(p);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 6) {
+    std::fprintf(stderr, "usage: %s BITS GROUP M THREADS LIB.so [LIB.so ...]\n", argv[0]);
+    return 2;
+  }
+  const int bits = atoi(argv[1]), gs = atoi(argv[2]), M = atoi(argv[3]), threads = atoi(argv[4]);
+  const int64_t N = getenv("N") ? atol(getenv("N")) : 14336, K = getenv("K") ? atol(getenv("K")) : 4096;
+  const int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12, copies = 4;
+  const bool fact = getenv("FACT") && atoi(getenv("FACT"));
+  std::mt19937 rng(1);
+  std::vector<uint16_t> x(size_t(M) * K), out(size_t(M) * N);
+  for (auto& v : x) v = uint16_t(0x3f80 + (rng() % 0x7f) - 0x40) ^ ((rng() & 1) << 15);
+  std::vector<uint8_t> q(size_t(N) * K * bits / 8);
+  for (auto& v : q) v = uint8_t(rng());
+  std::vector<uint16_t> s(size_t(N) * (K / gs));
+  for (auto& v : s) v = 0x3c00 + rng() % 256;
+  std::vector<Build> builds;
+  for (int i = 5; i < argc; ++i) {
+    void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      std::fprintf(stderr, "%s\n", dlerror());
+      return 2;
+    }
+    Build b{argv[i]};
+    b.ks = sym<const void* (*)(const char*)>(h, "ab_select")(getenv("ISA") ? getenv("ISA") : "avx512vnni");
+    b.sz = sym<int64_t (*)(int, int, int64_t, int64_t)>(h, "ab_packed_size")(bits, gs, N, K);
+    b.stride = (b.sz + (2 << 20) - 1) / (2 << 20) * (2 << 20);
+    b.buf = static_cast<uint8_t*>(std::aligned_alloc(2 << 20, b.stride * copies));
+    madvise(b.buf, b.stride * copies, MADV_HUGEPAGE);
+    auto pack = sym<void (*)(const uint8_t*, const uint16_t*, int, int, int64_t, int64_t, uint8_t*, int64_t)>(h, "ab_pack");
+    for (int c = 0; c < copies; ++c) pack(q.data(), s.data(), bits, gs, N, K, b.buf + c * b.stride, b.sz);
+    b.linear = sym<decltype(b.linear)>(h, "ab_linear");
+    builds.push_back(b);
+  }
+  std::vector<double> tr;
+  volatile int64_t sink = 0;
+  int c = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (auto& b : builds) {
+      std::vector<double> tk;
+      for (int i = 0; i < 3; ++i, c = (c + 1) % copies) {
+        const double t0 = now();
+        b.linear(b.ks, x.data(), M, K, b.buf + c * b.stride, b.sz, out.data(), N, threads, fact);
+        tk.push_back(now() - t0);
+      }
+      b.t.push_back(median(tk));
+      const uint8_t* p = builds[0].buf + c * builds[0].stride;
+      const double t0 = now();
+      sink = sink + readsum(p, builds[0].sz / 256 * 256);
+      tr.push_back(now() - t0);
+    }
+    for (auto& b : builds) b.ratio.push_back(b.t.back() / builds[0].t.back());
+  }
+  const double mr = median(tr);
+  std::printf("W%d g%d M%d thr%d N%ld K%ld, %d rounds; one-thread read %.0f us (%.1f GB/s)\n", bits, gs, M, threads,
+              long(N), long(K), rounds, mr * 1e6, builds[0].sz / mr / 1e9);
+  for (auto& b : builds)
+    std::printf("  %-28s %6.0f us  read/call %.3f  time / first build %.3f\n", b.path, median(b.t) * 1e6,
+                mr / median(b.t) * double(b.sz) / double(builds[0].sz), median(b.ratio));
+}
+#endif
