@@ -114,9 +114,9 @@ LOWBIT_INLINE void prefetch_lines(const uint8_t* p, int64_t bytes) {
 // uses of the same activations, so once a tile is larger than L1 (W4 g32 at K = 14336:
 // 126 KiB against Zen 4's 32 KiB) the codes evict the activations and the dots wait on L2.
 // Measured on one Zen 4 core from DRAM (docs/cpu_kernels.md, "Activations out of L1"): with
-// the activations held in L1, W4 M=1 at K = 14336 ran 14% faster; prefetching them 128 k
-// ahead gives 7-9% of that (W2 13%), 64 or 256 k ahead nothing. The operator turns it on
-// from the tile's size (TileArgs::prefetch_x, kActPrefetchMinBytes): at W4 K = 4096 it cost 2-4%.
+// the activations held in L1, W4 M=1 at K = 14336 ran 14-16% faster; prefetching them 128 k
+// ahead took 4-9% off (W2 5-13%), 64 or 256 k ahead nothing. The operator turns it on from
+// the tile's size (TileArgs::prefetch_x, kActPrefetchMinBytes): at W4 K = 4096 it cost 2-4%.
 constexpr int kActPrefetchK = 128;  // how far ahead, in activation elements
 
 // Prefetch (into L1) the lines of the 32 activations kActPrefetchK past xk when a.prefetch_x,
