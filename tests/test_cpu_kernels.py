@@ -70,7 +70,7 @@ def test_int8_linear_bit_exact(bits, sym, gs):
                 assert_bits_equal(run(x, qw, bias, isa), scalar, f"{isa} vs scalar (M={m}, {dtype})")
 
 
-# big_k: tiles far larger than L1, so the M=1 kernels prefetch the activations (prefetch_x)
+# big_k*: tiles far larger than L1; at M=1 (big_k_gemv) the kernel prefetches the activations (prefetch_x)
 @pytest.mark.parametrize("out_case", ["zero_row", "tiny_n", "big_k", "big_k_gemv"])
 def test_int8_linear_edges(out_case):
     bits, dtype = 4, torch.bfloat16

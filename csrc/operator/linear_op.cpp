@@ -221,8 +221,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   base.group_size = h.group_size;
   base.scale_dtype = DType(h.scale_dtype);
   base.zero_kind = ZeroKind(h.zero_kind);
-  const int64_t act_bytes = bf16act ? 2 : (a.float_act ? 4 : 1);
-  base.prefetch_x = h.tile_bytes + k * act_bytes > kActPrefetchMinBytes;
+  // read by the M=1 int8 and bf16-activation kernels (the fp32-activation ones do not prefetch)
+  base.prefetch_x = h.tile_bytes + k * (bf16act ? 2 : 1) > kActPrefetchMinBytes;
   const LinearTileFn* fns =
       bf16act ? ks.bf16act->linear[h.bits - 1] : (a.float_act ? ks.linear_fact[h.bits - 1] : ks.linear[h.bits - 1]);
   const int64_t max_mr = mr_cap(a.float_act, bf16act);

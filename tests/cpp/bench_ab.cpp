@@ -32,31 +32,13 @@ void ab_linear(const void* ks, const uint16_t* x, int m, int64_t k, const uint8_
 }
 #else
 #include <dlfcn.h>
-#include <immintrin.h>
-#include <sys/mman.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstring>
-#include <random>
-#include <vector>
+
+#include "bench_common.h"
+using namespace bench;
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-__attribute__((noinline)) int64_t readsum(const uint8_t* p, size_t n) {
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i < n; i += 256) {
-    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
-    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 64));
-    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 128));
-    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 192));
-  }
-  return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 struct Build {
   const char* path;
   const void* ks;
@@ -85,13 +67,8 @@ int main(int argc, char** argv) {
   const int64_t N = getenv("N") ? atol(getenv("N")) : 14336, K = getenv("K") ? atol(getenv("K")) : 4096;
   const int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12, copies = 4;
   const bool fact = getenv("FACT") && atoi(getenv("FACT"));
-  std::mt19937 rng(1);
-  std::vector<uint16_t> x(size_t(M) * K), out(size_t(M) * N);
-  for (auto& v : x) v = uint16_t(0x3f80 + (rng() % 0x7f) - 0x40) ^ ((rng() & 1) << 15);
-  std::vector<uint8_t> q(size_t(N) * K * bits / 8);
-  for (auto& v : q) v = uint8_t(rng());
-  std::vector<uint16_t> s(size_t(N) * (K / gs));
-  for (auto& v : s) v = 0x3c00 + rng() % 256;
+  const Inputs in(bits, gs, M, N, K);
+  std::vector<uint16_t> out(size_t(M) * N);
   std::vector<Build> builds;
   for (int i = 5; i < argc; ++i) {
     void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
@@ -102,11 +79,9 @@ int main(int argc, char** argv) {
     Build b{argv[i]};
     b.ks = sym<const void* (*)(const char*)>(h, "ab_select")(getenv("ISA") ? getenv("ISA") : "avx512vnni");
     b.sz = sym<int64_t (*)(int, int, int64_t, int64_t)>(h, "ab_packed_size")(bits, gs, N, K);
-    b.stride = (b.sz + (2 << 20) - 1) / (2 << 20) * (2 << 20);
-    b.buf = static_cast<uint8_t*>(std::aligned_alloc(2 << 20, b.stride * copies));
-    madvise(b.buf, b.stride * copies, MADV_HUGEPAGE);
+    b.buf = huge_copies(b.sz, copies, &b.stride);
     auto pack = sym<void (*)(const uint8_t*, const uint16_t*, int, int, int64_t, int64_t, uint8_t*, int64_t)>(h, "ab_pack");
-    for (int c = 0; c < copies; ++c) pack(q.data(), s.data(), bits, gs, N, K, b.buf + c * b.stride, b.sz);
+    for (int c = 0; c < copies; ++c) pack(in.q.data(), in.s.data(), bits, gs, N, K, b.buf + c * b.stride, b.sz);
     b.linear = sym<decltype(b.linear)>(h, "ab_linear");
     builds.push_back(b);
   }
@@ -118,7 +93,7 @@ int main(int argc, char** argv) {
       std::vector<double> tk;
       for (int i = 0; i < 3; ++i, c = (c + 1) % copies) {
         const double t0 = now();
-        b.linear(b.ks, x.data(), M, K, b.buf + c * b.stride, b.sz, out.data(), N, threads, fact);
+        b.linear(b.ks, in.x.data(), M, K, b.buf + c * b.stride, b.sz, out.data(), N, threads, fact);
         tk.push_back(now() - t0);
       }
       b.t.push_back(median(tk));
