@@ -21,6 +21,9 @@ struct TileArgs {
   const int8_t* xq;           // quantized activations, row m at xq + m*ldx   (int8, K used)
   int64_t ldx;
   const int32_t* xsum;        // per-group sums of xq, row m at xsum + m*ldxs  (G used)
+  const int32_t* xzero;       // symmetric weights: -(xsum << (bits-1)), the masked kernels' accumulator
+                              // start, row m at xzero + m*ldxs (once per call: a per-tile table cost
+                              // 2-6% at M=1, docs/cpu_kernels.md "Per-call work out of the tiles")
   int64_t ldxs;
   const float* sx;            // [MR] per-row activation scales
   const float* xf;            // float-activation kernels: fp32 activations, row m at xf + m*ldx

@@ -147,11 +147,11 @@ LOWBIT_INLINE void prefetch_act(const TileArgs& a, const T* xk) {
 // inside the loop). Hence: scale dtype, zero kind and "one block per group" are template
 // parameters (no branches in the loop), the activations are broadcast straight from memory
 // into the dot (I::dot_mem), the symmetric zero-point correction -z*xsum[g] is precomputed
-// per tile and is the initial value of the weight-1 accumulator (no scalar multiply, no
-// GPR broadcast, no subtract per group), and two groups are unrolled per iteration.
+// once per call (TileArgs::xzero) and is the initial value of the weight-1 accumulator (no
+// scalar multiply, no GPR broadcast, no subtract per group), and two groups are unrolled per
+// iteration.
 //
 // Software prefetch only for the multi-plane widths (see kPrefetchBytes).
-constexpr int kMaskedMaxGroups = 2080;  // K <= 66,000 (int32 bound) at group 32
 #ifndef LOWBIT_MASKED_MIN_GS
 #define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
 #endif
@@ -199,10 +199,6 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
-  alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups : 1];
-  if constexpr (ZK == ZeroKind::symmetric)
-    for (int64_t g = 0; g < groups; ++g) zx[g] = -(a.xsum[g] * (1 << (BITS - 1)));
-
   F y = I::f_zero();
   auto finish_group = [&](int64_t g, Acc t) LOWBIT_LAMBDA {
     const int32_t sumx = ZK == ZeroKind::symmetric ? 0 : a.xsum[g];
@@ -212,7 +208,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
     Acc acc[NP][2];
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
-      acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(zx + g) : I::acc_zero();
+      acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(a.xzero + g) : I::acc_zero();
       acc[i][1] = I::acc_zero();
     });
     tw.prefetch_params(g);
@@ -331,7 +327,7 @@ void linear_tile_gemv_masked(const TileArgs& a) {
 // (one accumulator per row, a chain of 8 dots per block, a vpbroadcastd per dot, runtime
 // scale/zero switches) that halves each dependency chain, folds the activation broadcast into
 // the dot ({1to16}), and makes scale dtype / zero kind / one-block groups template
-// parameters; the symmetric zero correction -8*xsum[m][g] (precomputed per tile) is the
+// parameters; the symmetric zero correction -8*xsum[m][g] (TileArgs::xzero) is the
 // initial value of the low accumulator, and two groups run per loop iteration.
 template <int MR, class I, DType SDT, ZeroKind ZK, int BPG>
 void linear_tile_w4_mr_impl(const TileArgs& a) {
@@ -342,11 +338,6 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   const TileWalk<BITS, SDT, ZK, BPG, true> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
-
-  alignas(64) int32_t zx[ZK == ZeroKind::symmetric ? kMaskedMaxGroups * MR : 1];
-  if constexpr (ZK == ZeroKind::symmetric)
-    for (int64_t g = 0; g < groups; ++g)
-      for (int m = 0; m < MR; ++m) zx[g * MR + m] = -(a.xsum[m * a.ldxs + g] * (1 << (BITS - 1)));
 
   F y[MR][1];
   for (int m = 0; m < MR; ++m) y[m][0] = I::f_zero();
@@ -363,7 +354,7 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
     Acc lo[MR], hi[MR];
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(zx + g * MR + m) : I::acc_zero();
+      lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(a.xzero + m * a.ldxs + g) : I::acc_zero();
       hi[m] = I::acc_zero();
     });
     tw.prefetch_params(g);

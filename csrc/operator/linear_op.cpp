@@ -84,6 +84,13 @@ bool uses_bf16act(const KernelSet& ks, int bits, bool float_act, DType x_dtype) 
 }
 
 namespace {
+// n elements of v's storage starting on a 64-byte line (the vector keeps 64 bytes of slack)
+template <class T>
+T* line_aligned(std::vector<T>& v, size_t n) {
+  v.resize(n + 64 / sizeof(T));
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+}
+
 // Largest MR a family runs: the fp32-activation kernels stop at 4 (at MR=8, 8 accumulators +
 // 4 widened codes + broadcasts, GCC's schedule was 2.6x slower per MAC than at MR=4)
 int64_t mr_cap(bool float_act, bool bf16act) { return float_act && !bf16act ? 4 : 8; }
@@ -153,14 +160,18 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   // 1. activations: int8 per-token quantization, or fp32 for the weight-only kernels
   //    (rows over threads). Scratch is per calling thread and reused across calls; the
   //    workers get raw pointers (a thread_local named inside the lambdas would be theirs).
+  //    The activation rows start on a cache line: malloc's 16-byte alignment split half the
+  //    int8 blocks (32 bytes) and every bf16 block (64 bytes) over two lines, and at M=1 the
+  //    activations come from L2 once a tile outgrows L1.
   thread_local std::vector<int8_t> xq_buf;
-  thread_local std::vector<int32_t> xsum_buf;
+  thread_local std::vector<int32_t> xsum_buf, xzero_buf;
   thread_local std::vector<float> sx_buf, xf_buf, xgsum_buf;
   thread_local std::vector<uint16_t> xbf_buf;
   const int xsz = dtype_size(a.x_dtype);
   const int qt = int(std::min<int64_t>(nthreads, m));
   int8_t* xq = nullptr;
   int32_t* xsum = nullptr;
+  int32_t* xzero = nullptr;
   float* sx = nullptr;
   const float* xf = nullptr;
   const uint16_t* xbf = nullptr;
@@ -168,9 +179,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
   int64_t ldx = k;
   const bool bf16act = uses_bf16act(ks, h.bits, a.float_act, a.x_dtype);
   if (bf16act) {
-    xbf_buf.resize(size_t(m * k));
+    uint16_t* dst = line_aligned(xbf_buf, size_t(m * k));
     xgsum_buf.resize(size_t(m * groups));
-    uint16_t* dst = xbf_buf.data();
     float* gsum = xgsum_buf.data();
     parallel_run(qt, [&](int tid) {
       int64_t r0, r1;
@@ -182,10 +192,9 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
     xbf = dst;
     xgsum = gsum;
   } else if (!a.float_act) {
-    xq_buf.resize(size_t(m * k));
+    xq = line_aligned(xq_buf, size_t(m * k));
     xsum_buf.resize(size_t(m * groups));
     sx_buf.resize(size_t(m));
-    xq = xq_buf.data();
     xsum = xsum_buf.data();
     sx = sx_buf.data();
     parallel_run(qt, [&](int tid) {
@@ -195,12 +204,17 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
         ks.quantize_row(static_cast<const uint8_t*>(a.x) + r * a.ldx * xsz, a.x_dtype, k, h.group_size, xq + r * k,
                         xsum + r * groups, sx + r);
     });
+    if (ZeroKind(h.zero_kind) == ZeroKind::symmetric) {
+      // the masked kernels' accumulator start, once per call rather than per tile
+      xzero_buf.resize(size_t(m * groups));
+      xzero = xzero_buf.data();
+      for (int64_t i = 0; i < m * groups; ++i) xzero[i] = -(xsum[i] * (1 << (h.bits - 1)));
+    }
   } else if (a.x_dtype == DType::f32) {
     xf = static_cast<const float*>(a.x);
     ldx = a.ldx;
   } else {
-    xf_buf.resize(size_t(m * k));
-    float* dst = xf_buf.data();
+    float* dst = line_aligned(xf_buf, size_t(m * k));
     for (int64_t r = 0; r < m; ++r)
       for (int64_t i = 0; i < k; ++i) dst[r * k + i] = load_f32(a.x, a.x_dtype, r * a.ldx + i);
     xf = dst;
@@ -259,6 +273,7 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
           } else {
             ta.xq = xq + m0 * k;
             ta.xsum = xsum + m0 * groups;
+            ta.xzero = xzero ? xzero + m0 * groups : nullptr;
             ta.sx = sx + m0;
           }
           ta.out = static_cast<uint8_t*>(a.out) + m0 * a.ldo * osz;
