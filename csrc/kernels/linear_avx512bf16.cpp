@@ -101,8 +101,6 @@ LOWBIT_INLINE __m512i wide_pairs(__m512i v) {
   return _mm512_ternarylogic_epi32(_mm512_set1_epi32(int(0xffff0000u)), hi, _mm512_srli_epi32(lo, 16), 0xCA);
 }
 
-const float kOnes[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
-
 template <int BITS, int MR, DType SDT, ZeroKind ZK>
 void linear_tile_bf16act_impl(const TileArgs& a) {
   constexpr int NP = plane_count(BITS);
@@ -174,9 +172,12 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
       y[m][0] = _mm512_fmadd_ps(s, t, y[m][0]);
     }
   }
-  TileArgs st = a;
-  st.sx = kOnes;  // weight-only: no activation scale (x * 1 is exact)
-  store_tile<MR, 1, kTileN, I>(st, y);
+  // a.sx is all ones here (the operator's, weight-only: x * 1 is exact). No TileArgs copy with
+  // sx replaced: its vector stores, read back as fields, stalled every tile's end. A copy of y
+  // for the store, as in linear_tile_w4_mr_impl, keeps y in registers.
+  __m512 yo[MR][1];
+  for (int m = 0; m < MR; ++m) yo[m][0] = y[m][0];
+  store_tile<MR, 1, kTileN, I>(a, yo);
 }
 
 template <int BITS, int MR>

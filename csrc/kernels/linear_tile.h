@@ -512,7 +512,10 @@ void linear_tile(const TileArgs& a) {
   }
   if (groups > 0) finish_group(groups - 1, prev);
 
-  store_tile<MR, P, L, I>(a, y);
+  F yo[MR][P];  // a copy for the store (y's address passed on kept rows in memory)
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p) yo[m][p] = y[m][p];
+  store_tile<MR, P, L, I>(a, yo);
 }
 
 // linear_fp32act_{MR}x16x32_f32_{isa}: the weight-only (float activation) micro-kernel.

@@ -253,6 +253,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
     const int mr = pick_mr(ks, std::min<int64_t>(m - m0, max_mr));
     TileArgs ta = base;
     if (bf16act) {
+      static const float kOnes[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
+      ta.sx = kOnes;  // weight-only: the kernels' row store multiplies by 1 (exact)
       ta.xbf = xbf + m0 * k;
       ta.xgsum = xgsum + m0 * groups;
     } else if (a.float_act) {
