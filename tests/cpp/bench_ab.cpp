@@ -9,6 +9,8 @@
 //   done
 //   g++ -std=c++17 -O3 -march=native tests/cpp/bench_ab.cpp -o /tmp/bench_ab -ldl
 //   /tmp/bench_ab BITS GROUP M THREADS /tmp/ab_A.so /tmp/ab_B.so   (env N K ROUNDS ISA FACT)
+// tests/cpp/run_ab.sh does both for a base tree and this one over a list of cases;
+// tests/cpp/ab_ceiling.cpp is a build to hold the kernels against (a bare walk of the tiles).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

@@ -1,17 +1,9 @@
 #!/bin/bash
-# The activation-prefetch A/B (docs/cpu_kernels.md, "Activations out of L1"): tests/cpp/bench_ab.cpp
-# over two builds, BASE_TREE (the commit before) and this tree, each case one process.
+# The activation-prefetch A/B (docs/cpu_kernels.md, "Activations out of L1"): BASE_TREE (the commit
+# before) against this tree, tests/cpp/run_ab.sh over the cases below.
 #   BASE_TREE=/tmp/headtree bash docs/data/cpu_act_prefetch/run_ab.sh > docs/data/cpu_act_prefetch/ab.txt
-set -e
-mk() { (cd "$2" && g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fPIC -shared -DAB_SHIM \
-  csrc/kernels/*.cpp csrc/operator/*.cpp "$OLDPWD/tests/cpp/bench_ab.cpp" -o "$1" -ldl -pthread); }
-mk /tmp/ab_base.so "$BASE_TREE" & mk /tmp/ab_new.so . & wait
-g++ -std=c++17 -O3 -march=native tests/cpp/bench_ab.cpp -o /tmp/bench_ab -ldl
-for c in "N=4096 K=14336|4 32 1 1" "N=4096 K=14336|2 32 1 1" "N=4096 K=14336|4 128 1 1" \
-         "N=4096 K=14336 ISA=avx512bf16 FACT=1|4 32 1 1" "N=4096 K=14336|4 32 1 2" "N=4096 K=14336|2 32 1 2" \
-         "N=14336 K=4096|4 32 1 1" "N=14336 K=4096|2 32 1 1" "N=14336 K=4096 ISA=avx512bf16 FACT=1|4 32 1 1" \
-         "N=4096 K=14336|4 32 4 1"; do
-  e=${c%%|*}; a=${c#*|}
-  echo "== $e, BITS GROUP M THREADS = $a"
-  env $e ROUNDS=16 flock -x /tmp/lowbit-cpu.lock /tmp/bench_ab $a /tmp/ab_base.so /tmp/ab_new.so /tmp/ab_base.so
-done
+exec bash tests/cpp/run_ab.sh \
+  "N=4096 K=14336|4 32 1 1" "N=4096 K=14336|2 32 1 1" "N=4096 K=14336|4 128 1 1" \
+  "N=4096 K=14336 ISA=avx512bf16 FACT=1|4 32 1 1" "N=4096 K=14336|4 32 1 2" "N=4096 K=14336|2 32 1 2" \
+  "N=14336 K=4096|4 32 1 1" "N=14336 K=4096|2 32 1 1" "N=14336 K=4096 ISA=avx512bf16 FACT=1|4 32 1 1" \
+  "N=4096 K=14336|4 32 4 1"
