@@ -326,19 +326,21 @@ void linear_tile_gemv_masked(const TileArgs& a) {
   by_tile_params<GemvMasked<BITS, I>>(a);
 }
 
-// MR 2 and 4, W4, ISAs with a masked-plane dot (AVX-512 VNNI): the M=1 masked kernel's
-// treatment for the activation-row-blocked kernel. A plane byte holds code vectors 2p (low
-// nibble) and 2p+1 (high nibble); each is only masked (one AND, shared by the MR rows) and
-// dotted into its own accumulator per row, weight 1 and 16, so the group sum is
-// acc_lo + (acc_hi >> 4) (exact: acc_hi is a multiple of 16). Against the generic kernel
-// (one accumulator per row, a chain of 8 dots per block, a vpbroadcastd per dot, runtime
-// scale/zero switches) that halves each dependency chain, folds the activation broadcast into
-// the dot ({1to16}), and makes scale dtype / zero kind / one-block groups template
-// parameters; the symmetric zero correction -8*xsum[m][g] (TileArgs::xzero) is the
-// initial value of the low accumulator, and two groups run per loop iteration.
-template <int MR, class I, DType SDT, ZeroKind ZK, int BPG>
-void linear_tile_w4_mr_impl(const TileArgs& a) {
-  constexpr int BITS = 4;
+// MR 2 and 4, single-plane widths (1, 2, 4 bits), ISAs with a masked-plane dot (AVX-512 VNNI):
+// the M=1 masked kernel's treatment for the activation-row-blocked kernel. A plane byte holds
+// 8/w fields; fields 2s and 2s+1 are masked in place out of (byte >> 2s*w) (one shift per two
+// fields from w <= 2, none at w = 4), each mask shared by the MR rows, and dotted into two
+// accumulators per row, weight 1 and 2**w, so the group sum is acc_lo + (acc_hi >> w) (exact:
+// acc_hi is a multiple of 2**w). Against the generic kernel (one accumulator per row, a chain
+// of 8 dots per block, a vpbroadcastd per dot, runtime scale/zero switches) that halves each
+// dependency chain, folds the activation broadcast into the dot ({1to16}), and makes scale
+// dtype / zero kind / one-block groups template parameters; the symmetric zero correction
+// -2**(w-1)*xsum[m][g] (TileArgs::xzero) is the initial value of the low accumulator, and two
+// groups run per loop iteration.
+template <int BITS, int MR, class I, DType SDT, ZeroKind ZK, int BPG>
+void linear_tile_masked_mr_impl(const TileArgs& a) {
+  static_assert(plane_count(BITS) == 1 && BITS != 8, "1, 2 or 4 bits");
+  constexpr int per = 8 / BITS;  // fields per plane byte
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
@@ -372,17 +374,22 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
       unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
         constexpr int p = decltype(pv)::value;
         const V v = I::load(blk + p * kVecBytes);
-        const V c0 = I::template mask<0, 4>(v), c1 = I::template mask<4, 4>(v);
-        unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
-          constexpr int m = decltype(mm)::value;
-          lo[m] = I::dot_mem(lo[m], c0, xk + m * a.ldx + (2 * p) * kQuad);
-          hi[m] = I::dot_mem(hi[m], c1, xk + m * a.ldx + (2 * p + 1) * kQuad);
+        unroll<per / 2>([&](auto sv) LOWBIT_LAMBDA {
+          constexpr int s2 = decltype(sv)::value;
+          constexpr int c = p * per + 2 * s2;  // code vectors c and c+1
+          const V vs = I::template shift<-(2 * s2 * BITS)>(v);
+          const V c0 = I::template mask<0, BITS>(vs), c1 = I::template mask<BITS, BITS>(vs);
+          unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+            constexpr int m = decltype(mm)::value;
+            lo[m] = I::dot_mem(lo[m], c0, xk + m * a.ldx + c * kQuad);
+            hi[m] = I::dot_mem(hi[m], c1, xk + m * a.ldx + (c + 1) * kQuad);
+          });
         });
       });
     }
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      t[m] = I::acc_add(lo[m], I::template srai<4>(hi[m]));
+      t[m] = I::acc_add(lo[m], I::template srai<BITS>(hi[m]));
     });
   };
   Acc prev[MR];
@@ -401,27 +408,22 @@ void linear_tile_w4_mr_impl(const TileArgs& a) {
   store_tile<MR, 1, kTileN, I>(a, yo);
 }
 
-template <int MR, class I>
-struct W4Mr {
+template <int BITS, int MR, class I>
+struct MaskedMr {
   template <DType SDT, ZeroKind ZK, int BPG>
-  static void run(const TileArgs& a) { linear_tile_w4_mr_impl<MR, I, SDT, ZK, BPG>(a); }
+  static void run(const TileArgs& a) { linear_tile_masked_mr_impl<BITS, MR, I, SDT, ZK, BPG>(a); }
 };
 
-template <int MR, class I>
-void linear_tile_w4_mr(const TileArgs& a) {
-  by_tile_params<W4Mr<MR, I>>(a);
-}
-
 // MR 8 stays on the generic kernel: 16 accumulators plus the pipelined sums and outputs
-// exceed 32 zmm (hot per block 82 -> 87 cycles with this kernel)
-#ifndef LOWBIT_W4_MR_MAX
-#define LOWBIT_W4_MR_MAX 4
+// exceed 32 zmm (hot per block 82 -> 87 cycles with this kernel at W4)
+#ifndef LOWBIT_MASKED_MR_MAX
+#define LOWBIT_MASKED_MR_MAX 4
 #endif
 
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
-  if constexpr (MR >= 2 && MR <= LOWBIT_W4_MR_MAX && BITS == 4 && I::kMaskedPlanes) {
-    linear_tile_w4_mr<MR, I>(a);
+  if constexpr (MR >= 2 && MR <= LOWBIT_MASKED_MR_MAX && plane_count(BITS) == 1 && BITS != 8 && I::kMaskedPlanes) {
+    by_tile_params<MaskedMr<BITS, MR, I>>(a);
     return;
   }
   if constexpr (MR == 1 && I::kMaskedPlanes && BITS != 8) {
