@@ -163,6 +163,32 @@ LOWBIT_INLINE void prefetch_act(const TileArgs& a, const T* xk) {
 #define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
 #endif
 
+// W3 (2+1 planes) merged in place, for the masked kernels: calls f(c, j, code) for each code
+// vector c = 4p + 2s + j (j = 0, 1) of a block, c and j as integral constants. The code is the
+// 2-bit field at bit 2j of (plane-2 vector p) >> 4s with its plane-1 bit (bit c of the plane-1
+// byte) moved next to it, to bit 2j+2, masked and selected in: (f2 + 4*f1) << 2j, to be
+// accumulated with weight 1 (j = 0) or 4 (j = 1). Per code vector a shift, an AND and a
+// select, against an AND and a dot per plane.
+template <class I, class Fn>
+LOWBIT_INLINE void w3_merged_codes(const uint8_t* blk, Fn&& f) {
+  using V = typename I::V;
+  const V v1 = I::load(blk + 2 * kVecBytes);
+  unroll<2>([&](auto pv) LOWBIT_LAMBDA {
+    constexpr int p = decltype(pv)::value;
+    const V v2 = I::load(blk + p * kVecBytes);
+    unroll<2>([&](auto sv) LOWBIT_LAMBDA {
+      constexpr int s2 = decltype(sv)::value;
+      const V v2s = I::template shift<-4 * s2>(v2);
+      unroll<2>([&](auto jv) LOWBIT_LAMBDA {
+        constexpr int j = decltype(jv)::value;
+        constexpr int c = 4 * p + 2 * s2 + j;
+        const V bit = I::template mask<2 * j + 2, 1>(I::template shift<2 * j + 2 - c>(v1));
+        f(std::integral_constant<int, c>{}, jv, I::template select<(3 << (2 * j))>(v2s, bit));
+      });
+    });
+  });
+}
+
 // A tile's group records as the masked kernels walk them: where each group's codes, scales
 // and zeros live, and the software prefetch (HEAVY: kPrefetchBytes, else kLightPrefetchBytes)
 // ahead in the stream they form; past the tile's end that is the next tile in memory (the
@@ -225,25 +251,8 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       const int8_t* xk = a.xq + blk_index * kBlockK;
       prefetch_act(a, xk);
       if constexpr (BITS == 3) {
-        // 3 = 2+1 merged in place, no second dot: code vector c = 4p + 2s + j (j = 0, 1) is
-        // the 2-bit field at bit 2j of (plane-2 vector p) >> 4s, and its 1-bit plane bit
-        // (bit c of the plane-1 byte) is moved next to it, to bit 2j+2, masked and
-        // selected in: (f2 + 4*f1) << 2j, weight 1 (j = 0) or 4 (j = 1). Per code vector a
-        // shift, an AND, a select and one dot, against an AND and a dot per plane.
-        const V v1 = I::load(blk + 2 * kVecBytes);
-        unroll<2>([&](auto pv) LOWBIT_LAMBDA {
-          constexpr int p = decltype(pv)::value;
-          const V v2 = I::load(blk + p * kVecBytes);
-          unroll<2>([&](auto sv) LOWBIT_LAMBDA {
-            constexpr int s2 = decltype(sv)::value;
-            const V v2s = I::template shift<-4 * s2>(v2);
-            unroll<2>([&](auto jv) LOWBIT_LAMBDA {
-              constexpr int j = decltype(jv)::value;
-              constexpr int c = 4 * p + 2 * s2 + j;
-              const V hi = I::template mask<2 * j + 2, 1>(I::template shift<2 * j + 2 - c>(v1));
-              acc[0][j] = I::dot_mem(acc[0][j], I::template select<(3 << (2 * j))>(v2s, hi), xk + c * kQuad);
-            });
-          });
+        w3_merged_codes<I>(blk, [&](auto cc, auto jj, V code) LOWBIT_LAMBDA {
+          acc[0][decltype(jj)::value] = I::dot_mem(acc[0][decltype(jj)::value], code, xk + decltype(cc)::value * kQuad);
         });
       } else {
       unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
@@ -373,27 +382,13 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
       const uint8_t* blk = tw.block(g, b);
       const int8_t* xk = a.xq + blk_index * kBlockK;
       if constexpr (BITS == 3) {
-        // 3 = 2+1 merged in place as in the M=1 masked kernel: code vector c = 4p + 2s + j is
-        // the 2-bit field at bit 2j of (plane-2 vector p) >> 4s with its plane-1 bit moved to
-        // bit 2j+2, weight 1 (j = 0: lo) or 4 (j = 1: hi); one merge serves the MR rows
-        const V v1 = I::load(blk + 2 * kVecBytes);
-        unroll<2>([&](auto pv) LOWBIT_LAMBDA {
-          constexpr int p = decltype(pv)::value;
-          const V v2 = I::load(blk + p * kVecBytes);
-          unroll<2>([&](auto sv) LOWBIT_LAMBDA {
-            constexpr int s2 = decltype(sv)::value;
-            const V v2s = I::template shift<-4 * s2>(v2);
-            unroll<2>([&](auto jv) LOWBIT_LAMBDA {
-              constexpr int j = decltype(jv)::value;
-              constexpr int c = 4 * p + 2 * s2 + j;
-              const V bit = I::template mask<2 * j + 2, 1>(I::template shift<2 * j + 2 - c>(v1));
-              const V code = I::template select<(3 << (2 * j))>(v2s, bit);
-              unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
-                constexpr int m = decltype(mm)::value;
-                if constexpr (j == 0) lo[m] = I::dot_mem(lo[m], code, xk + m * a.ldx + c * kQuad);
-                else hi[m] = I::dot_mem(hi[m], code, xk + m * a.ldx + c * kQuad);
-              });
-            });
+        // one merge serves the MR rows: weight 1 (j = 0) into lo, 4 (j = 1) into hi
+        w3_merged_codes<I>(blk, [&](auto cc, auto jj, V code) LOWBIT_LAMBDA {
+          constexpr int c = decltype(cc)::value;
+          unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+            constexpr int m = decltype(mm)::value;
+            if constexpr (decltype(jj)::value == 0) lo[m] = I::dot_mem(lo[m], code, xk + m * a.ldx + c * kQuad);
+            else hi[m] = I::dot_mem(hi[m], code, xk + m * a.ldx + c * kQuad);
           });
         });
       } else
