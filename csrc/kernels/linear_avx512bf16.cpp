@@ -173,9 +173,8 @@ void linear_tile_bf16act_impl(const TileArgs& a) {
     }
   }
   // a.sx is all ones here (the operator's, weight-only: x * 1 is exact). No TileArgs copy with
-  // sx replaced: its vector stores, read back as fields, stalled every tile's end. A copy of y
-  // for the store, as in linear_tile_masked_mr_impl, keeps y in registers.
-  __m512 yo[MR][1];
+  // sx replaced: its vector stores, read back as fields, stalled every tile's end.
+  __m512 yo[MR][1];  // a copy for the store (see store_tile)
   for (int m = 0; m < MR; ++m) yo[m][0] = y[m][0];
   store_tile<MR, 1, kTileN, I>(a, yo);
 }
