@@ -9,14 +9,11 @@
 //   g++ -std=c++17 -O3 -march=native -fPIC -shared tests/cpp/ab_ceiling.cpp \
 //       csrc/kernels/*.cpp csrc/operator/*.cpp -o /tmp/ab_ceiling.so -ldl -pthread
 //   N=14336 K=4096 /tmp/bench_ab 4 32 1 1 /tmp/ab_new.so /tmp/ab_ceiling.so
+#define AB_SHIM
+#define AB_OWN_LINEAR
+#include "bench_ab.cpp"  // the other exports (kernel selection, packing) as in every build
+
 #include <immintrin.h>
-
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-
-#include "../../csrc/operator/linear_op.h"
-using namespace lowbit;
 
 namespace {
 // vpdpbusd with the 4 activation bytes broadcast from memory, as the kernel's I::dot_mem
@@ -50,29 +47,16 @@ __attribute__((noinline)) void walk_tile(const uint8_t* tile, int64_t groups, fl
 }
 }  // namespace
 
-extern "C" {
-const void* ab_select(const char* isa) { return select_kernels(isa); }
-int64_t ab_packed_size(int bits, int gs, int64_t n, int64_t k) {
-  if (bits != 4 || gs != 32 || k > int64_t(sizeof g_x)) {
-    std::fprintf(stderr, "ab_ceiling: only BITS=4 GROUP=32 and K <= %zu\n", sizeof g_x);
+extern "C" void ab_linear(const void*, const uint16_t*, int m, int64_t k, const uint8_t* w, int64_t sz,
+                          uint16_t* out, int64_t n, int threads, bool) {
+  const PackedHeader h = read_header(w, sz);
+  if (h.bits != 4 || h.group_size != 32 || m != 1 || threads != 1 || k > int64_t(sizeof g_x)) {
+    std::fprintf(stderr, "ab_ceiling: only BITS=4 GROUP=32 M=1 THREADS=1, K <= %zu\n", sizeof g_x);
     std::exit(2);
   }
-  return packed_size(bits, gs, n, k, DType::bf16, ZeroKind::symmetric);
-}
-void ab_pack(const uint8_t* q, const uint16_t* s, int bits, int gs, int64_t n, int64_t k, uint8_t* dst, int64_t sz) {
-  pack_weights(q, s, nullptr, DType::f32, bits, gs, n, k, DType::bf16, ZeroKind::symmetric, dst, sz, 1);
-}
-void ab_linear(const void*, const uint16_t*, int m, int64_t k, const uint8_t* w, int64_t, uint16_t* out, int64_t n,
-               int threads, bool) {
-  if (m != 1 || threads != 1) {
-    std::fprintf(stderr, "ab_ceiling: only M=1 THREADS=1\n");
-    std::exit(2);
-  }
-  const int64_t groups = k / 32, tile_bytes = groups * kRecord;
   alignas(64) float y[16];
   for (int64_t t = 0; t < (n + 15) / 16; ++t) {
-    walk_tile(w + kHeaderBytes + t * tile_bytes, groups, y);
+    walk_tile(w + kHeaderBytes + t * h.tile_bytes, k / 32, y);
     out[t % n] = uint16_t(_mm_cvtsi128_si32(_mm_castps_si128(_mm_set_ss(y[0]))) >> 16);
   }
-}
 }
