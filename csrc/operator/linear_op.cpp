@@ -248,7 +248,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
     LinearTileFn fn;
     TileArgs args;
   };
-  std::vector<RowBlock> blocks;
+  thread_local std::vector<RowBlock> blocks;  // reused across calls: no allocation per call
+  blocks.clear();
   for (int64_t m0 = 0; m0 < m;) {
     const int mr = pick_mr(ks, std::min<int64_t>(m - m0, max_mr));
     TileArgs ta = base;
@@ -269,6 +270,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
     blocks.push_back({fns[mr_index(mr)], ta});
     m0 += mr;
   }
+  const RowBlock* const rb = blocks.data();  // the workers see the caller's blocks through this
+  const size_t nrb = blocks.size();
   // Tiles are handed out in chunks from an atomic counter rather than split statically:
   // on a shared machine one slowed thread would otherwise hold up the whole call. Guided
   // schedule: each chunk is 1/(2*nt) of the tiles left, so the first ones are long
@@ -285,7 +288,8 @@ void linear(const LinearArgs& a, const KernelSet& ks) {
     return true;
   };
   parallel_run(nt, [&](int) {
-    std::vector<RowBlock> mine = blocks;  // this worker's arguments (the tile fields change)
+    thread_local std::vector<RowBlock> mine;  // this worker's arguments (the tile fields change)
+    mine.assign(rb, rb + nrb);
     for (int64_t t0, t1; grab(t0, t1);) {
       for (int64_t t = t0; t < t1; ++t) {
         const uint8_t* tile = a.packed + kHeaderBytes + t * h.tile_bytes;
