@@ -1,7 +1,7 @@
 // In-process A/B of builds of the CPU kernels: each build is a shared library (this file
 // compiled with -DAB_SHIM into it), loaded with dlopen(RTLD_LOCAL); one round calls every
-// build on cold weights and takes a one-thread read of the same bytes, builds in turn, so all
-// builds see the same bandwidth phase. Prints the median per-round time ratio of each build
+// build on cold weights in the same buffers and takes a one-thread read of as many bytes,
+// builds in turn, so all builds see the same bandwidth phase and the same pages. Prints the median per-round time ratio of each build
 // to the first one, and each build's median ratio to the read. Not a test. From the repo root:
 //   for v in A B; do  # e.g. B with -DLOWBIT_...=...
 //     g++ -std=c++17 -O3 -ffp-contract=off -fno-math-errno -fPIC -shared -DAB_SHIM $FLAGS_$v \
@@ -46,8 +46,8 @@ namespace {
 struct Build {
   const char* path;
   const void* ks;
-  int64_t sz, stride;
-  uint8_t* buf;
+  int64_t sz;
+  std::vector<uint8_t> master;  // the packed weights, copied into the shared buffers before each use
   void (*linear)(const void*, const uint16_t*, int, int64_t, const uint8_t*, int64_t, uint16_t*, int64_t, int, bool);
   std::vector<double> t, ratio;  // per-round median call time; call time / first build's
 };
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   }
   const int bits = atoi(argv[1]), gs = atoi(argv[2]), M = atoi(argv[3]), threads = atoi(argv[4]);
   const int64_t N = getenv("N") ? atol(getenv("N")) : 14336, K = getenv("K") ? atol(getenv("K")) : 4096;
-  const int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12, copies = 4;
+  const int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12, copies = 3;  // calls a round, each on its own copy
   const bool fact = getenv("FACT") && atoi(getenv("FACT"));
   const Inputs in(bits, gs, M, N, K);
   std::vector<uint16_t> out(size_t(M) * N);
@@ -83,28 +83,45 @@ int main(int argc, char** argv) {
     Build b{argv[i]};
     b.ks = sym<const void* (*)(const char*)>(h, "ab_select")(getenv("ISA") ? getenv("ISA") : "avx512vnni");
     b.sz = sym<int64_t (*)(int, int, int64_t, int64_t)>(h, "ab_packed_size")(bits, gs, N, K);
-    b.buf = huge_copies(b.sz, copies, &b.stride);
-    auto pack = sym<void (*)(const uint8_t*, const uint16_t*, int, int, int64_t, int64_t, uint8_t*, int64_t)>(h, "ab_pack");
-    for (int c = 0; c < copies; ++c) pack(in.q.data(), in.s.data(), bits, gs, N, K, b.buf + c * b.stride, b.sz);
+    b.master.resize(size_t(b.sz));
+    sym<void (*)(const uint8_t*, const uint16_t*, int, int, int64_t, int64_t, uint8_t*, int64_t)>(h, "ab_pack")(
+        in.q.data(), in.s.data(), bits, gs, N, K, b.master.data(), b.sz);
     b.linear = sym<decltype(b.linear)>(h, "ab_linear");
-    builds.push_back(b);
+    builds.push_back(std::move(b));
   }
+  // Every build runs on the same buffers: its packed weights are copied into them before its
+  // calls. With a buffer set per build, identical builds differed by up to 40% in one process
+  // (where the pages landed), and reading the first build's next copy as the reference left
+  // it warm in L3 for that build (a ~10% bias in its favour until 2026-12-06). A 64 MiB read
+  // between the copy and the calls leaves the weights cold; the builds run forwards, then
+  // backwards. The reference read walks buffers of its own.
+  int64_t sz = 0;
+  for (auto& b : builds) sz = std::max(sz, b.sz);
+  int64_t stride, fstride, rstride;
+  uint8_t* buf = huge_copies(sz, copies, &stride);
+  uint8_t* flush = huge_copies(64 << 20, 1, &fstride);
+  uint8_t* rbuf = huge_copies(builds[0].sz, copies, &rstride);
+  std::memset(flush, 1, size_t(fstride));
+  std::memset(rbuf, 1, size_t(rstride * copies));
   std::vector<double> tr;
   volatile int64_t sink = 0;
-  int c = 0;
+  int rc = 0;
   for (int r = 0; r < rounds; ++r) {
-    for (auto& b : builds) {
+    for (size_t j = 0; j < builds.size(); ++j) {
+      Build& b = builds[r % 2 ? builds.size() - 1 - j : j];
+      for (int c = 0; c < copies; ++c) std::memcpy(buf + c * stride, b.master.data(), size_t(b.sz));
+      sink = sink + readsum(flush, size_t(fstride));
       std::vector<double> tk;
-      for (int i = 0; i < 3; ++i, c = (c + 1) % copies) {
+      for (int c = 0; c < copies; ++c) {
         const double t0 = now();
-        b.linear(b.ks, in.x.data(), M, K, b.buf + c * b.stride, b.sz, out.data(), N, threads, fact);
+        b.linear(b.ks, in.x.data(), M, K, buf + c * stride, b.sz, out.data(), N, threads, fact);
         tk.push_back(now() - t0);
       }
       b.t.push_back(median(tk));
-      const uint8_t* p = builds[0].buf + c * builds[0].stride;
       const double t0 = now();
-      sink = sink + readsum(p, builds[0].sz / 256 * 256);
+      sink = sink + readsum(rbuf + rc * rstride, builds[0].sz / 256 * 256);
       tr.push_back(now() - t0);
+      rc = (rc + 1) % copies;
     }
     for (auto& b : builds) b.ratio.push_back(b.t.back() / builds[0].t.back());
   }
