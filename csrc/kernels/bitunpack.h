@@ -13,6 +13,14 @@
 // So unpacking is per-byte "shift right, mask, shift left into place, or" and never moves
 // a value between bytes: a 16-bit (x86) or 8-bit (NEON) lane shift plus a byte mask suffices.
 //
+// W3 is the exception: its 3 byte-vectors B0, B1, B2 hold whole codes, so a kernel that can
+// dot a field in place (AVX-512: any u8) masks six of the eight code vectors with one AND
+// each instead of merging a 2-bit and a 1-bit plane (a shift, an AND and a select each).
+// Byte i of each (bit 7 first):
+//   B0 = c6[2:1] c1 c0      B1 = c7[2:1] c3 c2      B2 = c7[0] c6[0] c5 c4
+// c6 and c7 are split: their high bits sit where a select against B2's bit moved next to them
+// leaves the whole code at bits 5..7 (w3_fields in linear_tile.h).
+//
 // Ops trait (all static, force-inlined):
 //   V                      vector holding kVecBytes/P bytes of a code vector
 //   V load(const uint8_t*)  unaligned load of one vector
@@ -51,6 +59,21 @@ constexpr int plane_low(int bits, int i) {
 template <int BITS, class Ops>
 LOWBIT_INLINE void unpack_block(const uint8_t* blk, typename Ops::V (&out)[kCodeVecs]) {
   static_assert(BITS >= 1 && BITS <= 8, "1..8 bits");
+  if constexpr (BITS == 3) {
+    using V = typename Ops::V;
+    const V b[3] = {Ops::load(blk), Ops::load(blk + kVecBytes), Ops::load(blk + 2 * kVecBytes)};
+    unroll<3>([&](auto bv) LOWBIT_LAMBDA {
+      constexpr int i = decltype(bv)::value;
+      out[2 * i] = Ops::template extract<0, 3>(b[i]);
+      out[2 * i + 1] = Ops::template extract<3, 3>(b[i]);
+    });
+    unroll<2>([&](auto hv) LOWBIT_LAMBDA {
+      constexpr int h = decltype(hv)::value;  // c6 (h = 0), c7: high bits in b[h], low bit in b[2]
+      out[6 + h] = Ops::or_(Ops::template shl<1>(Ops::template extract<6, 2>(b[h])),
+                            Ops::template extract<6 + h, 1>(b[2]));
+    });
+    return;
+  }
   unroll<plane_count(BITS)>([&](auto pi) LOWBIT_LAMBDA {
     constexpr int w = plane_width(BITS, decltype(pi)::value);
     constexpr int low = plane_low(BITS, decltype(pi)::value);

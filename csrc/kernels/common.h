@@ -36,7 +36,7 @@ constexpr int kBlockK = 32;     // k values per block: 8 code vectors of 16 rows
 constexpr int kCodeVecs = kBlockK / kQuad;   // 8
 constexpr int kVecBytes = kTileN * kQuad;    // 64: one unpacked code vector
 constexpr uint32_t kPackedMagic = 0x4C42574Bu;  // "KWBL"
-constexpr uint32_t kPackedVersion = 2;  // 2: group records (scales beside their codes)
+constexpr uint32_t kPackedVersion = 3;  // 2: group records (scales beside their codes); 3: the W3 block layout
 constexpr int kHeaderBytes = 64;
 
 struct PackedHeader {     // first 64 bytes of a packed weight

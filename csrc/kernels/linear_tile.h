@@ -85,7 +85,7 @@ LOWBIT_INLINE void store_tile(const TileArgs& a, typename I::F (&y)[MR][P]) {
 // own. Measured on one Zen 4 core from DRAM (docs/cpu_kernels.md, "One stream per tile"):
 // kernels with little work per byte (M=1 on a single plane or on 8-bit codes) stream
 // fastest with no software prefetch at all (W4 M=1 -20%, W8 M=1 -43% against 6 KiB);
-// heavier ones (M >= 2, the merged multi-plane M=1 kernel) fall behind the hardware
+// heavier ones (M >= 2, the multi-plane M=1 kernel of W5-W7) fall behind the hardware
 // prefetcher and need it 6 KiB ahead (W4 M=4 2x slower without; 1-3 KiB was worse than
 // both). The two distances are build-time settings (LOWBIT_PREFETCH_BYTES for the heavy
 // kernels, LOWBIT_LIGHT_PREFETCH_BYTES for the light ones; 0: no software prefetch).
@@ -149,8 +149,9 @@ LOWBIT_INLINE void prefetch_act(const TileArgs& a, const T* xk) {
 // exact: acc_hi is a multiple of 2**w and |acc| <= K*127*255 < 2**31. Per code vector that
 // is one AND and one dot (plus a shift per two fields from w <= 2); against one accumulator
 // per field position (W2: 4, W1: 8) it saves 4 / 12 combining ops per group, which at group
-// 32 is a fifth of the work. A multi-plane width (3, 5, 6, 7) runs one dot per plane instead
+// 32 is a fifth of the work. A multi-plane width (5, 6, 7) runs one dot per plane instead
 // of merging the planes first; that pays from 4 blocks per group (linear_tile picks it).
+// W3 has no planes here: its whole codes are masked in place (w3_fields), one dot each.
 // 8-bit codes need no unpack and stay on the generic kernel.
 //
 // At M=1 the kernel is a weight stream, and at group 32 a block (W2: 128 bytes of codes)
@@ -163,35 +164,38 @@ LOWBIT_INLINE void prefetch_act(const TileArgs& a, const T* xk) {
 // scalar multiply, no GPR broadcast, no subtract per group), and two groups are unrolled per
 // iteration.
 //
-// Software prefetch only for the multi-plane widths (see kPrefetchBytes).
+// Software prefetch only for the multi-plane widths other than W3 (see kPrefetchBytes): W3's
+// whole-code blocks are as light as a single plane's (from DRAM, one thread: 6 KiB ahead
+// 3-6% slower than none).
 #ifndef LOWBIT_MASKED_MIN_GS
 #define LOWBIT_MASKED_MIN_GS (4 * kBlockK)
 #endif
 
-// W3 (2+1 planes) merged in place, for the masked kernels: calls f(c, j, code) for each code
-// vector c = 4p + 2s + j (j = 0, 1) of a block, c and j as integral constants. The code is the
-// 2-bit field at bit 2j of (plane-2 vector p) >> 4s with its plane-1 bit (bit c of the plane-1
-// byte) moved next to it, to bit 2j+2, masked and selected in: (f2 + 4*f1) << 2j, to be
-// accumulated with weight 1 (j = 0) or 4 (j = 1). Per code vector a shift, an AND and a
-// select, against an AND and a dot per plane.
+// W3's code vectors as the masked kernels dot them, each in place in its byte (bitunpack.h,
+// "W3"): calls f(c, a, code) for c = 0..7, where `code` holds code vector c at bit kW3Shift[a]
+// and so goes to accumulator a, whose sum is taken >> kW3Shift[a]. Six are one AND each; c6
+// and c7 take their low bit from B2 (a shift and an AND) and select it under their high bits.
+// 12 vector ops a block against 28 for the 2+1 planes merged in place.
+constexpr int kW3Shift[3] = {0, 3, 5};
+// the bit at which the masked kernels' accumulator i holds its codes: single planes of width
+// w have two (fields 2s and 2s+1 of a byte), W3 three (kW3Shift)
+template <int BITS>
+constexpr int masked_acc_shift(int i) { return BITS == 3 ? kW3Shift[i] : i * BITS; }
 template <class I, class Fn>
-LOWBIT_INLINE void w3_merged_codes(const uint8_t* blk, Fn&& f) {
+LOWBIT_INLINE void w3_fields(const uint8_t* blk, Fn&& f) {
   using V = typename I::V;
-  const V v1 = I::load(blk + 2 * kVecBytes);
-  unroll<2>([&](auto pv) LOWBIT_LAMBDA {
-    constexpr int p = decltype(pv)::value;
-    const V v2 = I::load(blk + p * kVecBytes);
-    unroll<2>([&](auto sv) LOWBIT_LAMBDA {
-      constexpr int s2 = decltype(sv)::value;
-      const V v2s = I::template shift<-4 * s2>(v2);
-      unroll<2>([&](auto jv) LOWBIT_LAMBDA {
-        constexpr int j = decltype(jv)::value;
-        constexpr int c = 4 * p + 2 * s2 + j;
-        const V bit = I::template mask<2 * j + 2, 1>(I::template shift<2 * j + 2 - c>(v1));
-        f(std::integral_constant<int, c>{}, jv, I::template select<(3 << (2 * j))>(v2s, bit));
-      });
-    });
-  });
+  using A = std::integral_constant<int, 0>;
+  using B = std::integral_constant<int, 1>;
+  using C = std::integral_constant<int, 2>;
+  const V b0 = I::load(blk), b1 = I::load(blk + kVecBytes), b2 = I::load(blk + 2 * kVecBytes);
+  f(std::integral_constant<int, 0>{}, A{}, I::template mask<0, 3>(b0));
+  f(std::integral_constant<int, 1>{}, B{}, I::template mask<3, 3>(b0));
+  f(std::integral_constant<int, 6>{}, C{}, I::template select<0xC0>(b0, I::template mask<5, 1>(I::template shift<-1>(b2))));
+  f(std::integral_constant<int, 2>{}, A{}, I::template mask<0, 3>(b1));
+  f(std::integral_constant<int, 3>{}, B{}, I::template mask<3, 3>(b1));
+  f(std::integral_constant<int, 7>{}, C{}, I::template select<0xC0>(b1, I::template mask<5, 1>(I::template shift<-2>(b2))));
+  f(std::integral_constant<int, 4>{}, A{}, I::template mask<0, 3>(b2));
+  f(std::integral_constant<int, 5>{}, B{}, I::template mask<3, 3>(b2));
 }
 
 // A tile's group records as the masked kernels walk them: where each group's codes, scales
@@ -233,7 +237,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
   using F = typename I::F;
   using V = typename I::V;
   constexpr int NP = plane_count(BITS);
-  const TileWalk<BITS, SDT, ZK, BPG, (NP > 1)> tw(a);
+  const TileWalk<BITS, SDT, ZK, BPG, (NP > 1 && BITS != 3)> tw(a);
   const int bpg = tw.bpg;
   const int64_t groups = tw.groups;
 
@@ -243,12 +247,13 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
     y = I::group_update(y, t, I::load_scales(tw.group_scales(g), SDT), tw.group_zeros(g), ZK, 0, sumx);
   };
   auto group_sum = [&](int64_t g) LOWBIT_LAMBDA {
-    Acc acc[NP][2];
+    Acc acc[NP][2], acc3[3];  // acc3: W3's (kW3Shift)
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
       acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(a.xzero + g) : I::acc_zero();
       acc[i][1] = I::acc_zero();
     });
+    if constexpr (BITS == 3) acc3[0] = acc[0][0], acc3[1] = acc3[2] = I::acc_zero();
     tw.prefetch_params(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
@@ -256,8 +261,9 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       const int8_t* xk = a.xq + blk_index * kBlockK;
       prefetch_act(a, xk);
       if constexpr (BITS == 3) {
-        w3_merged_codes<I>(blk, [&](auto cc, auto jj, V code) LOWBIT_LAMBDA {
-          acc[0][decltype(jj)::value] = I::dot_mem(acc[0][decltype(jj)::value], code, xk + decltype(cc)::value * kQuad);
+        w3_fields<I>(blk, [&](auto cc, auto aa, V code) LOWBIT_LAMBDA {
+          Acc& t = acc3[decltype(aa)::value];
+          t = I::dot_mem(t, code, xk + decltype(cc)::value * kQuad);
         });
       } else {
       unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
@@ -279,7 +285,8 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       });
       }
     }
-    if constexpr (BITS == 3) return I::acc_add(acc[0][0], I::template srai<2>(acc[0][1]));
+    if constexpr (BITS == 3)
+      return I::acc_add(I::acc_add(acc3[0], I::template srai<kW3Shift[1]>(acc3[1])), I::template srai<kW3Shift[2]>(acc3[2]));
     Acc t = I::acc_zero();
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
@@ -340,8 +347,8 @@ void linear_tile_gemv_masked(const TileArgs& a) {
   by_tile_params<GemvMasked<BITS, I>>(a);
 }
 
-// MR 2 and 4, single-plane widths (1, 2, 4 bits) and 3 = 2+1 bits merged in place (as at M=1:
-// W3 g32 M=4 55 -> 44 cycles a block against the generic kernel), ISAs with a masked-plane dot (AVX-512 VNNI):
+// MR 2 and 4, single-plane widths (1, 2, 4 bits) and W3's whole codes (w3_fields, three
+// accumulators per row), ISAs with a masked-plane dot (AVX-512 VNNI):
 // the M=1 masked kernel's treatment for the activation-row-blocked kernel. A plane byte holds
 // 8/w fields; fields 2s and 2s+1 are masked in place out of (byte >> 2s*w) (one shift per two
 // fields from w <= 2, none at w = 4), each mask shared by the MR rows, and dotted into two
@@ -356,6 +363,7 @@ template <int BITS, int MR, class I, DType SDT, ZeroKind ZK, int BPG>
 void linear_tile_masked_mr_impl(const TileArgs& a) {
   static_assert((plane_count(BITS) == 1 && BITS != 8) || BITS == 3, "1, 2, 3 or 4 bits");
   constexpr int per = 8 / BITS;  // fields per plane byte (single-plane widths)
+  constexpr int NA = BITS == 3 ? 3 : 2;  // accumulators per row
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
@@ -375,27 +383,27 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
     });
   };
   auto group_sum = [&](int64_t g, Acc (&t)[MR]) LOWBIT_LAMBDA {
-    Acc lo[MR], hi[MR];
+    Acc acc[NA][MR];  // acc[i] holds its codes at bit masked_acc_shift(i)
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      lo[m] = ZK == ZeroKind::symmetric ? I::acc_bcast(a.xzero + m * a.ldxs + g) : I::acc_zero();
-      hi[m] = I::acc_zero();
+      acc[0][m] = ZK == ZeroKind::symmetric ? I::acc_bcast(a.xzero + m * a.ldxs + g) : I::acc_zero();
+      for (int i = 1; i < NA; ++i) acc[i][m] = I::acc_zero();
     });
     tw.prefetch_params(g);
     for (int b = 0; b < bpg; ++b) {
       const int64_t blk_index = g * bpg + b;
       const uint8_t* blk = tw.block(g, b);
       const int8_t* xk = a.xq + blk_index * kBlockK;
-      if constexpr (BITS == 3) {
-        // one merge serves the MR rows: weight 1 (j = 0) into lo, 4 (j = 1) into hi
-        w3_merged_codes<I>(blk, [&](auto cc, auto jj, V code) LOWBIT_LAMBDA {
-          constexpr int c = decltype(cc)::value;
-          unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
-            constexpr int m = decltype(mm)::value;
-            if constexpr (decltype(jj)::value == 0) lo[m] = I::dot_mem(lo[m], code, xk + m * a.ldx + c * kQuad);
-            else hi[m] = I::dot_mem(hi[m], code, xk + m * a.ldx + c * kQuad);
-          });
+      // each masked code vector c serves the MR rows, into its accumulator i
+      auto dot_rows = [&](auto cc, auto ii, V code) LOWBIT_LAMBDA {
+        unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
+          constexpr int m = decltype(mm)::value;
+          Acc& t = acc[decltype(ii)::value][m];
+          t = I::dot_mem(t, code, xk + m * a.ldx + decltype(cc)::value * kQuad);
         });
+      };
+      if constexpr (BITS == 3) {
+        w3_fields<I>(blk, dot_rows);
       } else
       unroll<BITS>([&](auto pv) LOWBIT_LAMBDA {
         constexpr int p = decltype(pv)::value;
@@ -404,18 +412,18 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
           constexpr int s2 = decltype(sv)::value;
           constexpr int c = p * per + 2 * s2;  // code vectors c and c+1
           const V vs = I::template shift<-(2 * s2 * BITS)>(v);
-          const V c0 = I::template mask<0, BITS>(vs), c1 = I::template mask<BITS, BITS>(vs);
-          unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
-            constexpr int m = decltype(mm)::value;
-            lo[m] = I::dot_mem(lo[m], c0, xk + m * a.ldx + c * kQuad);
-            hi[m] = I::dot_mem(hi[m], c1, xk + m * a.ldx + (c + 1) * kQuad);
-          });
+          dot_rows(std::integral_constant<int, c>{}, std::integral_constant<int, 0>{}, I::template mask<0, BITS>(vs));
+          dot_rows(std::integral_constant<int, c + 1>{}, std::integral_constant<int, 1>{}, I::template mask<BITS, BITS>(vs));
         });
       });
     }
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      t[m] = I::acc_add(lo[m], I::template srai<BITS == 3 ? 2 : BITS>(hi[m]));  // hi's weight: 2**w, 4 at W3
+      t[m] = acc[0][m];
+      unroll<NA - 1>([&](auto iv) LOWBIT_LAMBDA {
+        constexpr int i = decltype(iv)::value + 1;
+        t[m] = I::acc_add(t[m], I::template srai<masked_acc_shift<BITS>(i)>(acc[i][m]));
+      });
     });
   };
   Acc prev[MR];

@@ -39,10 +39,21 @@ bool pack_tile(const PackedHeader& h, int64_t t, const uint8_t* qdata, const voi
   }
   std::memset(dst, 0, size_t(h.tile_bytes));
   // codes: block b, plane (widest first) of width w at byte-vector offset `low`, byte-vector
-  // p, byte i = 4*r + j carries code vector c = p*(8/w) + jj at bit jj*w
+  // p, byte i = 4*r + j carries code vector c = p*(8/w) + jj at bit jj*w; 3 bits: whole codes
   const int64_t bpg = h.group_size / kBlockK;
   for (int64_t b = 0; b < k / kBlockK; ++b) {
     uint8_t* blk = dst + (b / bpg) * h.group_bytes + (b % bpg) * kVecBytes * bits;
+    if (bits == 3) {  // whole codes, not planes (bitunpack.h, "W3")
+      for (int i = 0; i < kVecBytes; ++i) {
+        const int r = i / kQuad, j = i % kQuad;
+        unsigned c[kCodeVecs];
+        for (int cv = 0; cv < kCodeVecs; ++cv) c[cv] = codes[size_t(r * k + b * kBlockK + cv * kQuad + j)];
+        blk[i] = uint8_t(c[0] | c[1] << 3 | (c[6] >> 1) << 6);
+        blk[kVecBytes + i] = uint8_t(c[2] | c[3] << 3 | (c[7] >> 1) << 6);
+        blk[2 * kVecBytes + i] = uint8_t(c[4] | c[5] << 3 | (c[6] & 1) << 6 | (c[7] & 1) << 7);
+      }
+      continue;
+    }
     int low = 0;
     for (int w = 8; w >= 1; w >>= 1) {
       if (!(bits & w)) continue;
