@@ -5,10 +5,11 @@
 // beyond a function call and a 16-float store. Wrong results (no zero point, no activation
 // quantization); the timing is the point: on 2026-12-06 it read 1.02 of the one-core read
 // where the operator read 0.85, which is how the per-tile stalls in docs/cpu_kernels.md
-// ("Per-call work out of the tiles") were found. Only BITS=4 GROUP=32 M=1 THREADS=1.
+// ("Per-call work out of the tiles") were found. Only BITS=4 GROUP=32 M=1.
 //   g++ -std=c++17 -O3 -march=native -fPIC -shared tests/cpp/ab_ceiling.cpp \
 //       csrc/kernels/*.cpp csrc/operator/*.cpp -o /tmp/ab_ceiling.so -ldl -pthread
 //   N=14336 K=4096 /tmp/bench_ab 4 32 1 1 /tmp/ab_new.so /tmp/ab_ceiling.so
+//   N=14336 K=4096 READ_THREADS=2 /tmp/bench_ab 4 32 1 2 /tmp/ab_new.so /tmp/ab_ceiling.so   (both cores)
 #define AB_SHIM
 #define AB_OWN_LINEAR
 #include "bench_ab.cpp"  // the other exports (kernel selection, packing) as in every build
@@ -50,13 +51,18 @@ __attribute__((noinline)) void walk_tile(const uint8_t* tile, int64_t groups, fl
 extern "C" void ab_linear(const void*, const uint16_t*, int m, int64_t k, const uint8_t* w, int64_t sz,
                           uint16_t* out, int64_t n, int threads, bool) {
   const PackedHeader h = read_header(w, sz);
-  if (h.bits != 4 || h.group_size != 32 || m != 1 || threads != 1 || k > int64_t(sizeof g_x)) {
-    std::fprintf(stderr, "ab_ceiling: only BITS=4 GROUP=32 M=1 THREADS=1, K <= %zu\n", sizeof g_x);
+  if (h.bits != 4 || h.group_size != 32 || m != 1 || k > int64_t(sizeof g_x)) {
+    std::fprintf(stderr, "ab_ceiling: only BITS=4 GROUP=32 M=1, K <= %zu\n", sizeof g_x);
     std::exit(2);
   }
-  alignas(64) float y[16];
-  for (int64_t t = 0; t < (n + 15) / 16; ++t) {
-    walk_tile(w + kHeaderBytes + t * h.tile_bytes, k / 32, y);
-    out[t % n] = uint16_t(_mm_cvtsi128_si32(_mm_castps_si128(_mm_set_ss(y[0]))) >> 16);
-  }
+  // threads > 1: contiguous shares of the tiles on lowbit's pool (the operator hands out
+  // contiguous chunks too)
+  const int64_t tiles = (n + 15) / 16, per = (tiles + threads - 1) / threads;
+  parallel_run(threads, [&](int id) {
+    alignas(64) float y[16];
+    for (int64_t t = id * per; t < std::min(tiles, (id + 1) * per); ++t) {
+      walk_tile(w + kHeaderBytes + t * h.tile_bytes, k / 32, y);
+      out[t % n] = uint16_t(_mm_cvtsi128_si32(_mm_castps_si128(_mm_set_ss(y[0]))) >> 16);
+    }
+  });
 }

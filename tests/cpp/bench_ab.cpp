@@ -8,7 +8,7 @@
 //         csrc/kernels/*.cpp csrc/operator/*.cpp tests/cpp/bench_ab.cpp -o /tmp/ab_$v.so -ldl
 //   done
 //   g++ -std=c++17 -O3 -march=native tests/cpp/bench_ab.cpp -o /tmp/bench_ab -ldl
-//   /tmp/bench_ab BITS GROUP M THREADS /tmp/ab_A.so /tmp/ab_B.so   (env N K ROUNDS ISA FACT)
+//   /tmp/bench_ab BITS GROUP M THREADS /tmp/ab_A.so /tmp/ab_B.so   (env N K ROUNDS ISA FACT READ_THREADS PHASE_GBS)
 // tests/cpp/run_ab.sh does both for a base tree and this one over a list of cases;
 // tests/cpp/ab_ceiling.cpp is a build to hold the kernels against (a bare walk of the tiles).
 #include <cstdint>
@@ -17,8 +17,19 @@
 
 #ifdef AB_SHIM
 #include "../../csrc/operator/linear_op.h"
+#include "../../csrc/operator/thread_pool.h"
+#include "bench_common.h"
 using namespace lowbit;
 extern "C" {
+// the reference read on `threads` threads of lowbit's pool (contiguous parts, as the operator's)
+int64_t ab_read(const uint8_t* p, int64_t n, int threads) {
+  std::vector<int64_t> part(size_t(threads), 0);
+  const int64_t per = n / threads / 256 * 256;
+  parallel_run(threads, [&](int t) { part[size_t(t)] = bench::readsum(p + t * per, size_t(per)); });
+  int64_t s = 0;
+  for (int64_t v : part) s += v;
+  return s;
+}
 const void* ab_select(const char* isa) { return select_kernels(isa); }
 int64_t ab_packed_size(int bits, int gs, int64_t n, int64_t k) {
   return packed_size(bits, gs, n, k, DType::bf16, ZeroKind::symmetric);
@@ -71,9 +82,12 @@ int main(int argc, char** argv) {
   const int64_t N = getenv("N") ? atol(getenv("N")) : 14336, K = getenv("K") ? atol(getenv("K")) : 4096;
   const int rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 12, copies = 3;  // calls a round, each on its own copy
   const bool fact = getenv("FACT") && atoi(getenv("FACT"));
+  // READ_THREADS=t: the reference read on t threads (the first build's lowbit pool; default 1)
+  const int read_threads = getenv("READ_THREADS") ? atoi(getenv("READ_THREADS")) : 1;
   const Inputs in(bits, gs, M, N, K);
   std::vector<uint16_t> out(size_t(M) * N);
   std::vector<Build> builds;
+  int64_t (*read_mt)(const uint8_t*, int64_t, int) = nullptr;
   for (int i = 5; i < argc; ++i) {
     void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -87,6 +101,7 @@ int main(int argc, char** argv) {
     sym<void (*)(const uint8_t*, const uint16_t*, int, int, int64_t, int64_t, uint8_t*, int64_t)>(h, "ab_pack")(
         in.q.data(), in.s.data(), bits, gs, N, K, b.master.data(), b.sz);
     b.linear = sym<decltype(b.linear)>(h, "ab_linear");
+    if (builds.empty()) read_mt = sym<decltype(read_mt)>(h, "ab_read");
     builds.push_back(std::move(b));
   }
   // Every build runs on the same buffers: its packed weights are copied into them before its
@@ -119,17 +134,32 @@ int main(int argc, char** argv) {
       }
       b.t.push_back(median(tk));
       const double t0 = now();
-      sink = sink + readsum(rbuf + rc * rstride, builds[0].sz / 256 * 256);
+      if (read_threads > 1) sink = sink + read_mt(rbuf + rc * rstride, builds[0].sz, read_threads);
+      else sink = sink + readsum(rbuf + rc * rstride, builds[0].sz / 256 * 256);
       tr.push_back(now() - t0);
       rc = (rc + 1) % copies;
     }
     for (auto& b : builds) b.ratio.push_back(b.t.back() / builds[0].t.back());
   }
   const double mr = median(tr);
-  std::printf("W%d g%d M%d thr%d N%ld K%ld, %d rounds; one-thread read %.0f us (%.1f GB/s)\n", bits, gs, M, threads,
-              long(N), long(K), rounds, mr * 1e6, builds[0].sz / mr / 1e9);
+  std::printf("W%d g%d M%d thr%d N%ld K%ld, %d rounds; %d-thread read %.0f us (%.1f GB/s)\n", bits, gs, M, threads,
+              long(N), long(K), rounds, read_threads, mr * 1e6, builds[0].sz / mr / 1e9);
   for (auto& b : builds)
     std::printf("  %-28s %6.0f us  read/call %.3f  time / first build %.3f\n", b.path, median(b.t) * 1e6,
                 mr / median(b.t) * double(b.sz) / double(builds[0].sz), median(b.ratio));
+  // PHASE_GBS=x: the same per build, over the calls whose round-neighbour read ran >= x GB/s
+  // (the VM's high-bandwidth phases come and go; tr[i] is the read right after call set i)
+  if (const char* ph = getenv("PHASE_GBS")) {
+    const double gbs = atof(ph);
+    for (auto& b : builds) {
+      std::vector<double> rr;
+      for (size_t r = 0; r < b.t.size(); ++r) {
+        const size_t i = r * builds.size() + (r % 2 ? builds.size() - 1 - size_t(&b - builds.data()) : size_t(&b - builds.data()));
+        if (builds[0].sz / tr[i] / 1e9 >= gbs) rr.push_back(tr[i] / b.t[r] * double(b.sz) / double(builds[0].sz));
+      }
+      if (rr.empty()) std::printf("  %-28s no round read >= %.0f GB/s\n", b.path, gbs);
+      else std::printf("  %-28s read/call %.3f over %zu rounds read >= %.0f GB/s\n", b.path, median(rr), rr.size(), gbs);
+    }
+  }
 }
 #endif

@@ -24,7 +24,7 @@ inline double median(std::vector<double> v) {
 }
 
 // int64 sum of n bytes (a multiple of 256): the one-thread read the kernels are held against
-__attribute__((noinline)) inline int64_t readsum(const uint8_t* p, size_t n) {
+__attribute__((noinline, target("avx512f"))) inline int64_t readsum(const uint8_t* p, size_t n) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
   for (size_t i = 0; i < n; i += 256) {
     a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
