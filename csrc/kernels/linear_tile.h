@@ -177,10 +177,26 @@ LOWBIT_INLINE void prefetch_act(const TileArgs& a, const T* xk) {
 // and c7 take their low bit from B2 (a shift and an AND) and select it under their high bits.
 // 12 vector ops a block against 28 for the 2+1 planes merged in place.
 constexpr int kW3Shift[3] = {0, 3, 5};
-// the bit at which the masked kernels' accumulator i holds its codes: single planes of width
-// w have two (fields 2s and 2s+1 of a byte), W3 three (kW3Shift)
+// Widths whose codes the masked kernels dot as whole fields of a byte: the single planes 1, 2,
+// 4 and W3's whole codes (5-7 are planes, one dot each, 8 needs no unpack).
+constexpr bool masked_fields(int bits) { return bits >= 1 && bits <= 4; }
+// Their accumulators per activation row: single planes of width w have two (fields 2s and
+// 2s+1 of a byte, at bit 0 and w), W3 three (kW3Shift).
+template <int BITS>
+constexpr int masked_accs() { return BITS == 3 ? 3 : 2; }
 template <int BITS>
 constexpr int masked_acc_shift(int i) { return BITS == 3 ? kW3Shift[i] : i * BITS; }
+// the group sum of one row's accumulators: each taken down from its bit (exact: accumulator i
+// is a multiple of 2**shift)
+template <int BITS, class I>
+LOWBIT_INLINE typename I::Acc masked_sum(const typename I::Acc (&acc)[masked_accs<BITS>()]) {
+  typename I::Acc t = acc[0];
+  unroll<masked_accs<BITS>() - 1>([&](auto iv) LOWBIT_LAMBDA {
+    constexpr int i = decltype(iv)::value + 1;
+    t = I::acc_add(t, I::template srai<masked_acc_shift<BITS>(i)>(acc[i]));
+  });
+  return t;
+}
 template <class I, class Fn>
 LOWBIT_INLINE void w3_fields(const uint8_t* blk, Fn&& f) {
   using V = typename I::V;
@@ -247,7 +263,7 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
     y = I::group_update(y, t, I::load_scales(tw.group_scales(g), SDT), tw.group_zeros(g), ZK, 0, sumx);
   };
   auto group_sum = [&](int64_t g) LOWBIT_LAMBDA {
-    Acc acc[NP][2], acc3[3];  // acc3: W3's (kW3Shift)
+    Acc acc[NP][2], acc3[masked_accs<3>()];  // acc3: W3's
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
       acc[i][0] = (ZK == ZeroKind::symmetric && i == 0) ? I::acc_bcast(a.xzero + g) : I::acc_zero();
@@ -285,14 +301,13 @@ void linear_tile_gemv_masked_impl(const TileArgs& a) {
       });
       }
     }
-    if constexpr (BITS == 3)
-      return I::acc_add(I::acc_add(acc3[0], I::template srai<kW3Shift[1]>(acc3[1])), I::template srai<kW3Shift[2]>(acc3[2]));
+    if constexpr (BITS == 3) return masked_sum<3, I>(acc3);
     Acc t = I::acc_zero();
     unroll<NP>([&](auto pi) LOWBIT_LAMBDA {
       constexpr int i = decltype(pi)::value;
       constexpr int w = plane_width(BITS, i);
       constexpr int low = plane_low(BITS, i);
-      const Acc tp = I::acc_add(acc[i][0], I::template srai<w>(acc[i][1]));
+      const Acc tp = masked_sum<w, I>(acc[i]);
       t = i == 0 ? I::template slli<low>(tp) : I::acc_add(t, I::template slli<low>(tp));
     });
     return t;
@@ -361,9 +376,9 @@ void linear_tile_gemv_masked(const TileArgs& a) {
 // groups run per loop iteration.
 template <int BITS, int MR, class I, DType SDT, ZeroKind ZK, int BPG>
 void linear_tile_masked_mr_impl(const TileArgs& a) {
-  static_assert((plane_count(BITS) == 1 && BITS != 8) || BITS == 3, "1, 2, 3 or 4 bits");
+  static_assert(masked_fields(BITS), "1, 2, 3 or 4 bits");
   constexpr int per = 8 / BITS;  // fields per plane byte (single-plane widths)
-  constexpr int NA = BITS == 3 ? 3 : 2;  // accumulators per row
+  constexpr int NA = masked_accs<BITS>();
   using Acc = typename I::Acc;
   using F = typename I::F;
   using V = typename I::V;
@@ -383,11 +398,11 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
     });
   };
   auto group_sum = [&](int64_t g, Acc (&t)[MR]) LOWBIT_LAMBDA {
-    Acc acc[NA][MR];  // acc[i] holds its codes at bit masked_acc_shift(i)
+    Acc acc[MR][NA];  // acc[m][i] holds its codes at bit masked_acc_shift(i)
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      acc[0][m] = ZK == ZeroKind::symmetric ? I::acc_bcast(a.xzero + m * a.ldxs + g) : I::acc_zero();
-      for (int i = 1; i < NA; ++i) acc[i][m] = I::acc_zero();
+      acc[m][0] = ZK == ZeroKind::symmetric ? I::acc_bcast(a.xzero + m * a.ldxs + g) : I::acc_zero();
+      for (int i = 1; i < NA; ++i) acc[m][i] = I::acc_zero();
     });
     tw.prefetch_params(g);
     for (int b = 0; b < bpg; ++b) {
@@ -398,7 +413,7 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
       auto dot_rows = [&](auto cc, auto ii, V code) LOWBIT_LAMBDA {
         unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
           constexpr int m = decltype(mm)::value;
-          Acc& t = acc[decltype(ii)::value][m];
+          Acc& t = acc[m][decltype(ii)::value];
           t = I::dot_mem(t, code, xk + m * a.ldx + decltype(cc)::value * kQuad);
         });
       };
@@ -419,11 +434,7 @@ void linear_tile_masked_mr_impl(const TileArgs& a) {
     }
     unroll<MR>([&](auto mm) LOWBIT_LAMBDA {
       constexpr int m = decltype(mm)::value;
-      t[m] = acc[0][m];
-      unroll<NA - 1>([&](auto iv) LOWBIT_LAMBDA {
-        constexpr int i = decltype(iv)::value + 1;
-        t[m] = I::acc_add(t[m], I::template srai<masked_acc_shift<BITS>(i)>(acc[i][m]));
-      });
+      t[m] = masked_sum<BITS, I>(acc[m]);
     });
   };
   Acc prev[MR];
@@ -454,13 +465,12 @@ struct MaskedMr {
 
 template <int BITS, int MR, class I>
 void linear_tile(const TileArgs& a) {
-  if constexpr (MR >= 2 && MR <= LOWBIT_MASKED_MR_MAX && ((plane_count(BITS) == 1 && BITS != 8) || BITS == 3) &&
-                I::kMaskedPlanes) {
+  if constexpr (MR >= 2 && MR <= LOWBIT_MASKED_MR_MAX && masked_fields(BITS) && I::kMaskedPlanes) {
     by_tile_params<MaskedMr<BITS, MR, I>>(a);
     return;
   }
   if constexpr (MR == 1 && I::kMaskedPlanes && BITS != 8) {
-    if (plane_count(BITS) == 1 || BITS == 3 || a.group_size >= LOWBIT_MASKED_MIN_GS) {
+    if (masked_fields(BITS) || a.group_size >= LOWBIT_MASKED_MIN_GS) {
       linear_tile_gemv_masked<BITS, I>(a);
       return;
     }
